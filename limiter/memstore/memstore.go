@@ -1,0 +1,395 @@
+// Package memstore is Sluice's in-process limiter.Store: the embedded default.
+//
+// Keys are spread over shards, each with its own mutex, so concurrent
+// requests for different keys rarely contend. Memory is bounded by MaxKeys:
+// when a shard is full, the least recently seen of a random sample of its
+// keys is evicted (keys that have drained go first). Drained keys are swept
+// in the background. Time comes from an injectable clock, so tests never
+// sleep.
+//
+// A Store is safe for concurrent use. The zero value is not usable; call New.
+package memstore
+
+import (
+	"context"
+	"hash/maphash"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sluice-gateway/sluice/limiter"
+)
+
+// DefaultMaxKeys bounds a Store whose Options.MaxKeys is zero.
+const DefaultMaxKeys = 1 << 20
+
+const (
+	shardCount  = 64
+	evictSample = 16
+)
+
+// Options configure a Store. The zero value is a sensible default.
+type Options struct {
+	// MaxKeys bounds the number of policy keys held; zero means DefaultMaxKeys.
+	MaxKeys int
+	// Clock returns the current time; nil means time.Now.
+	Clock func() time.Time
+	// SweepInterval is how often drained keys are removed in the background;
+	// zero means one minute, negative disables the sweeper (call Sweep).
+	SweepInterval time.Duration
+}
+
+// Store is an in-process limiter.Store.
+type Store struct {
+	shards   [shardCount]shard
+	seed     maphash.Seed
+	clock    func() time.Time
+	perShard int
+	counters counters
+	stop     chan struct{}
+	done     chan struct{}
+	closing  sync.Once
+}
+
+var _ limiter.Store = (*Store)(nil)
+
+type shard struct {
+	mu sync.Mutex
+	m  map[entryKey]*entry
+	_  [40]byte // keep shards on separate cache lines
+}
+
+// entryKey identifies one key of one policy shape: a policy whose algorithm
+// or window changes starts afresh instead of misreading old state.
+type entryKey struct {
+	policy    string
+	algorithm limiter.Algorithm
+	window    time.Duration
+	buckets   int
+	key       string
+}
+
+type entry struct {
+	lastSeen int64 // ns
+	drained  int64 // ns: from then on the entry holds nothing worth keeping
+	rejected int64
+	sw       slidingWindow
+	log      slidingLog
+	fixed    fixedWindow
+	gcra     gcra
+}
+
+// New returns a Store; Close stops its sweeper.
+func New(opts Options) *Store {
+	s := &Store{seed: maphash.MakeSeed(), clock: opts.Clock, stop: make(chan struct{}), done: make(chan struct{})}
+	if s.clock == nil {
+		s.clock = time.Now
+	}
+	maxKeys := opts.MaxKeys
+	if maxKeys <= 0 {
+		maxKeys = DefaultMaxKeys
+	}
+	s.perShard = max(1, (maxKeys+shardCount-1)/shardCount)
+	for i := range s.shards {
+		s.shards[i].m = make(map[entryKey]*entry)
+	}
+	s.counters.m = make(map[string]limiter.Counter)
+	interval := opts.SweepInterval
+	if interval == 0 {
+		interval = time.Minute
+	}
+	if interval > 0 {
+		go s.sweepLoop(interval)
+	} else {
+		close(s.done)
+	}
+	return s
+}
+
+func (s *Store) sweepLoop(interval time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}
+
+// Sweep removes every key that has drained.
+func (s *Store) Sweep() {
+	now := s.clock().UnixNano()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			if e.drained <= now {
+				delete(sh.m, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// Len returns the number of keys held.
+func (s *Store) Len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+func (s *Store) shardFor(key string) *shard {
+	return &s.shards[maphash.String(s.seed, key)%shardCount]
+}
+
+func keyOf(p *limiter.Policy, key string) entryKey {
+	return entryKey{policy: p.Name, algorithm: p.Algorithm, window: p.Window, buckets: p.Buckets, key: limiter.StoreKey(key)}
+}
+
+// lookup returns the entry for k, creating it when create is set. A drained
+// entry is replaced, so stale state never leaks into a new window. The
+// shard's lock must be held.
+func (sh *shard) lookup(k entryKey, now int64, create bool, perShard int) *entry {
+	e := sh.m[k]
+	if e != nil && e.drained <= now {
+		delete(sh.m, k)
+		e = nil
+	}
+	if e == nil && create {
+		if len(sh.m) >= perShard {
+			sh.evict(now)
+		}
+		e = &entry{}
+		sh.m[k] = e
+	}
+	return e
+}
+
+// evict removes the least recently seen entry of a random sample, or the
+// first drained one found.
+func (sh *shard) evict(now int64) {
+	var victim entryKey
+	oldest, n := int64(1<<63-1), 0
+	for k, e := range sh.m {
+		if e.drained <= now {
+			victim = k
+			break
+		}
+		if e.lastSeen < oldest {
+			victim, oldest = k, e.lastSeen
+		}
+		if n++; n >= evictSample {
+			break
+		}
+	}
+	delete(sh.m, victim)
+}
+
+// Allow implements limiter.Store.
+func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
+	if cost < 1 {
+		return limiter.Decision{}, limiter.ErrInvalidCost
+	}
+	limit := p.LimitFor(key)
+	k := keyOf(p, key)
+	sh := s.shardFor(k.key)
+	sh.mu.Lock()
+	now := s.clock().UnixNano()
+	e := sh.lookup(k, now, true, s.perShard)
+	var d limiter.Decision
+	switch p.Algorithm {
+	case limiter.SlidingLog:
+		d = e.log.allow(now, p, limit, cost)
+	case limiter.FixedWindow:
+		d = e.fixed.allow(now, p, limit, cost)
+	case limiter.GCRA:
+		d = e.gcra.allow(now, p, key, limit, cost)
+	default:
+		d = e.sw.allow(now, p, limit, cost)
+	}
+	e.lastSeen = now
+	if !d.Allowed {
+		e.rejected++
+	}
+	e.drained = max(e.drained, now+int64(max(d.ResetAfter, d.RetryAfter, p.Window)))
+	sh.mu.Unlock()
+	return d, nil
+}
+
+// Refund implements limiter.Store.
+func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
+	if c.Cost <= 0 {
+		return nil
+	}
+	k := keyOf(p, key)
+	sh := s.shardFor(k.key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := s.clock().UnixNano()
+	e := sh.lookup(k, now, false, s.perShard)
+	if e == nil {
+		return nil
+	}
+	switch p.Algorithm {
+	case limiter.SlidingLog:
+		e.log.refund(c)
+	case limiter.FixedWindow:
+		e.fixed.refund(p, c)
+	case limiter.GCRA:
+		e.gcra.refund(now, p, key, p.LimitFor(key), c)
+	default:
+		e.sw.refund(p, c)
+	}
+	return nil
+}
+
+// Peek implements limiter.Store.
+func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limiter.Usage, error) {
+	k := keyOf(p, key)
+	sh := s.shardFor(k.key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := s.clock().UnixNano()
+	return s.usage(p, k, sh.lookup(k, now, false, s.perShard), now), nil
+}
+
+func (s *Store) usage(p *limiter.Policy, k entryKey, e *entry, now int64) limiter.Usage {
+	limit := p.LimitFor(k.key)
+	u := limiter.Usage{Key: k.key, Limit: limit, Remaining: limit}
+	if e == nil {
+		if p.Algorithm == limiter.GCRA {
+			u.Remaining = p.BurstFor(k.key)
+		}
+		return u
+	}
+	var d limiter.Decision
+	switch p.Algorithm {
+	case limiter.SlidingLog:
+		d = e.log.peek(now, p, limit)
+	case limiter.FixedWindow:
+		d = e.fixed.peek(now, p, limit)
+	case limiter.GCRA:
+		d = e.gcra.peek(now, p, k.key, limit)
+	default:
+		d = e.sw.peek(now, p, limit)
+	}
+	u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, e.rejected
+	return u
+}
+
+// Reset implements limiter.Store.
+func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error {
+	k := keyOf(p, key)
+	sh := s.shardFor(k.key)
+	sh.mu.Lock()
+	delete(sh.m, k)
+	sh.mu.Unlock()
+	return nil
+}
+
+// Keys implements limiter.Store. It visits every key of the store.
+func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) ([]limiter.Usage, error) {
+	var out []limiter.Usage
+	now := s.clock().UnixNano()
+	for i := range s.shards {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			if k.policy != p.Name || k.algorithm != p.Algorithm || k.window != p.Window || k.buckets != p.Buckets || e.drained <= now {
+				continue
+			}
+			if u := s.usage(p, k, e, now); u.Count > 0 || u.Rejected > 0 {
+				out = append(out, u)
+			}
+		}
+		sh.mu.Unlock()
+	}
+	limiter.SortUsage(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// Ping implements limiter.Store; the memory store is always reachable.
+func (s *Store) Ping(context.Context) error { return nil }
+
+// Close stops the sweeper. It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closing.Do(func() { close(s.stop) })
+	<-s.done
+	return nil
+}
+
+// Counters implements limiter.Store.
+func (s *Store) Counters() limiter.Counters { return &s.counters }
+
+type counters struct {
+	mu sync.Mutex
+	m  map[string]limiter.Counter
+}
+
+func (c *counters) Add(_ context.Context, name string, delta int64) (limiter.Counter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur, ok := c.m[name]
+	if !ok {
+		cur = limiter.Counter{Name: name}
+	}
+	next, err := limiter.Step(cur, delta)
+	if err != nil {
+		return next, err
+	}
+	c.m[name] = next
+	return next, nil
+}
+
+func (c *counters) Get(_ context.Context, name string) (limiter.Counter, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur, ok := c.m[name]
+	if !ok {
+		return limiter.Counter{}, limiter.ErrNotFound
+	}
+	return cur, nil
+}
+
+func (c *counters) Set(_ context.Context, v limiter.Counter) (limiter.Counter, error) {
+	if err := v.Check(); err != nil {
+		return limiter.Counter{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[v.Name] = v
+	return v, nil
+}
+
+func (c *counters) Delete(_ context.Context, name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, name)
+	return nil
+}
+
+func (c *counters) List(context.Context) ([]limiter.Counter, error) {
+	c.mu.Lock()
+	out := make([]limiter.Counter, 0, len(c.m))
+	for _, v := range c.m {
+		out = append(out, v)
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}

@@ -1,0 +1,590 @@
+// Package redisstore is Sluice's limiter.Store on Redis: standalone,
+// sentinel or cluster, through a go-redis UniversalClient.
+//
+// Every limiter key lives under the configured prefix with a hash tag that
+// holds the policy and the key, so each script touches one hash slot; every
+// limiter key has a TTL. Named counters have none: they persist until
+// deleted. gcra runs through redis_rate, which adds its own "rate:" in front
+// of the keys it writes.
+//
+// Time: the scripts take the time from the store's clock, which is the local
+// monotonic clock plus an offset calibrated against the server's TIME (and
+// recalibrated every 30 seconds), so gateways with skewed clocks agree to
+// within half a round trip. redis_rate reads TIME itself.
+//
+// Limiter calls are never retried (a retried script after a read timeout
+// would charge twice) and carry the configured timeout.
+//
+// Listing a policy's active keys uses neither SCAN nor one hot index key: each
+// key is recorded in one of 16 sorted sets per policy (spread over the hash
+// slots) at most once per bucket interval per gateway process.
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/sluice-gateway/sluice/limiter"
+)
+
+// DefaultPrefix is the key prefix of a store whose Options.Prefix is empty.
+const DefaultPrefix = "sluice:"
+
+// DefaultTimeout bounds each call of a store whose Options.Timeout is zero.
+const DefaultTimeout = 100 * time.Millisecond
+
+const indexShards = 16
+
+// Options configure a Store and, through NewClient, its client.
+type Options struct {
+	// Addrs: one address is a standalone server; several (or Cluster) a
+	// cluster; with MasterName, the sentinels of a failover group.
+	Addrs      []string
+	Cluster    bool // force cluster mode for a single seed address
+	MasterName string
+	Username   string
+	Password   string
+	DB         int
+	TLS        bool
+	// Timeout bounds each limiter call; zero means DefaultTimeout.
+	Timeout time.Duration
+	// Prefix starts every key; empty means DefaultPrefix. It must not hold
+	// '{' or '}'.
+	Prefix string
+	// PoolSize is the connection pool size per node; zero means go-redis's
+	// default (10 per CPU).
+	PoolSize int
+	// Clock replaces the calibrated server clock; for tests.
+	Clock func() time.Time
+}
+
+// NewClient builds the UniversalClient the options describe, with limiter
+// calls never retried and every call bounded by the timeout.
+func NewClient(o Options) redis.UniversalClient {
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	uo := &redis.UniversalOptions{
+		Addrs:                 o.Addrs,
+		IsClusterMode:         o.Cluster,
+		MasterName:            o.MasterName,
+		Username:              o.Username,
+		Password:              o.Password,
+		DB:                    o.DB,
+		MaxRetries:            -1,
+		DialTimeout:           max(timeout, 500*time.Millisecond),
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		PoolTimeout:           timeout,
+		ContextTimeoutEnabled: true,
+		PoolSize:              o.PoolSize,
+		Protocol:              2,
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode: maintnotifications.ModeDisabled,
+		},
+	}
+	if o.TLS {
+		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewUniversalClient(uo)
+}
+
+// Store is a limiter.Store on Redis. It is safe for concurrent use.
+type Store struct {
+	client   redis.UniversalClient
+	rate     *redis_rate.Limiter
+	prefix   string
+	timeout  time.Duration
+	clock    func() time.Time
+	offset   atomic.Int64 // server time minus local time, ns
+	idPrefix string
+	ids      atomic.Uint64
+	seen     registry
+	stop     chan struct{}
+	done     chan struct{}
+	closing  sync.Once
+	owns     bool
+}
+
+var _ limiter.Store = (*Store)(nil)
+
+// New returns a Store on client. When client is nil, New builds one from o
+// and Close closes it. New does not fail when Redis is down: the store
+// reports errors per call until Redis answers.
+func New(client redis.UniversalClient, o Options) (*Store, error) {
+	prefix := o.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	for _, r := range prefix {
+		if r == '{' || r == '}' {
+			return nil, fmt.Errorf("prefix %q: must not contain '{' or '}'", prefix)
+		}
+	}
+	s := &Store{client: client, prefix: prefix, timeout: o.Timeout, clock: o.Clock,
+		stop: make(chan struct{}), done: make(chan struct{})}
+	if s.client == nil {
+		if len(o.Addrs) == 0 {
+			return nil, errors.New("addrs: at least one address is needed")
+		}
+		s.client, s.owns = NewClient(o), true
+	}
+	if s.timeout <= 0 {
+		s.timeout = DefaultTimeout
+	}
+	s.rate = redis_rate.NewLimiter(s.client)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s.idPrefix = hex.EncodeToString(b[:])
+	s.seen.init()
+	s.loadScripts()
+	if s.clock != nil {
+		close(s.done)
+		return s, nil
+	}
+	s.clock = s.serverNow
+	calibrated := s.calibrate() == nil
+	go s.calibrateLoop(calibrated)
+	return s, nil
+}
+
+// loadScripts loads the scripts on every node that answers, so that the
+// pipelined calls find them; a node that does not have one yet gets it
+// through the NOSCRIPT fallback.
+func (s *Store) loadScripts() {
+	ctx, cancel := context.WithTimeout(context.Background(), max(s.timeout, time.Second))
+	defer cancel()
+	for _, sc := range allScripts {
+		if err := sc.Load(ctx, s.client).Err(); err != nil {
+			return
+		}
+	}
+}
+
+// Client returns the store's Redis client.
+func (s *Store) Client() redis.UniversalClient { return s.client }
+
+func (s *Store) serverNow() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
+
+// calibrate sets the clock offset from the server's TIME, assuming the
+// answer was taken halfway through the round trip.
+func (s *Store) calibrate() error {
+	ctx, cancel := context.WithTimeout(context.Background(), max(s.timeout, time.Second))
+	defer cancel()
+	t0 := time.Now()
+	server, err := s.client.Time(ctx).Result()
+	if err != nil {
+		return err
+	}
+	rtt := time.Since(t0)
+	mid := t0.Add(rtt / 2)
+	s.offset.Store(int64(server.Sub(mid)))
+	return nil
+}
+
+func (s *Store) calibrateLoop(calibrated bool) {
+	defer close(s.done)
+	every := 30 * time.Second
+	wait := every
+	if !calibrated {
+		wait = time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if s.calibrate() == nil {
+				t.Reset(every)
+			} else {
+				t.Reset(time.Second)
+			}
+		}
+	}
+}
+
+// Close stops the calibration loop and closes a client that New built.
+func (s *Store) Close() error {
+	s.closing.Do(func() { close(s.stop) })
+	<-s.done
+	if s.owns {
+		return s.client.Close()
+	}
+	return nil
+}
+
+// Ping implements limiter.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.client.Ping(ctx).Err()
+}
+
+func algoCode(a limiter.Algorithm) string {
+	switch a {
+	case limiter.SlidingLog:
+		return "sl"
+	case limiter.FixedWindow:
+		return "fw"
+	case limiter.GCRA:
+		return "gc"
+	default:
+		return "sw"
+	}
+}
+
+// keyName returns the limiter key of key under p. The window is part of the
+// name so that a changed policy starts afresh.
+func (s *Store) keyName(p *limiter.Policy, storeKey string) string {
+	return s.prefix + algoCode(p.Algorithm) + ":" + strconv.FormatInt(p.Window.Milliseconds(), 10) + ":{" + p.Name + ":" + storeKey + "}"
+}
+
+func (s *Store) indexName(p *limiter.Policy, storeKey string) string {
+	return s.prefix + "idx:{" + p.Name + ":" + strconv.Itoa(int(maphash.String(indexSeed, storeKey)%indexShards)) + "}"
+}
+
+var indexSeed = maphash.MakeSeed()
+
+func us(t int64) string { return strconv.FormatInt(t, 10) }
+
+// result decodes the reply of a limiter script.
+func result(v any, limit int64) (limiter.Decision, int64, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) != 6 {
+		return limiter.Decision{}, 0, fmt.Errorf("unexpected script reply %T", v)
+	}
+	n := make([]int64, 6)
+	for i, x := range a {
+		if n[i], ok = x.(int64); !ok {
+			return limiter.Decision{}, 0, fmt.Errorf("unexpected script reply element %T", x)
+		}
+	}
+	d := limiter.Decision{
+		Allowed:    n[0] == 1,
+		Limit:      limit,
+		Count:      n[1],
+		Remaining:  n[2],
+		ResetAfter: time.Duration(n[3]) * time.Microsecond,
+		RetryAfter: time.Duration(n[4]) * time.Microsecond,
+	}
+	return d, n[5], nil
+}
+
+type call struct {
+	script *redis.Script
+	keys   []string
+	args   []any
+}
+
+func (s *Store) scriptCall(p *limiter.Policy, storeKey string, limit, cost int64, charge bool, nowUS int64, id string) call {
+	name := s.keyName(p, storeKey)
+	keys := []string{name, name + ":rej"}
+	mode := "0"
+	if charge {
+		mode = "1"
+	}
+	winUS := p.Window.Microseconds()
+	winMS := strconv.FormatInt(max(1, p.Window.Milliseconds()), 10)
+	switch p.Algorithm {
+	case limiter.SlidingLog:
+		return call{slidingLogScript, keys, []any{nowUS, winUS, limit, cost, mode, p.Window.Milliseconds() + 1000, winMS, id, us(nowUS - winUS)}}
+	case limiter.FixedWindow:
+		return call{fixedWindowScript, keys, []any{nowUS, winUS, limit, cost, mode, winMS, us(nowUS - nowUS%winUS)}}
+	default:
+		b := p.BucketSize().Microseconds()
+		ttl := (int64(p.Buckets)+1)*b/1000 + 1000
+		return call{slidingWindowScript, keys, []any{nowUS, b, p.Buckets, limit, cost, mode, ttl, winMS, us(nowUS / b)}}
+	}
+}
+
+func (s *Store) run(ctx context.Context, c call) (any, error) {
+	return c.script.Run(ctx, s.client, c.keys, c.args...).Result()
+}
+
+// Allow implements limiter.Store.
+func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
+	if cost < 1 {
+		return limiter.Decision{}, limiter.ErrInvalidCost
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	storeKey := limiter.StoreKey(key)
+	limit := p.LimitFor(key)
+	now := s.clock().UnixNano()
+	if p.Algorithm == limiter.GCRA {
+		return s.allowGCRA(ctx, p, key, storeKey, limit, cost, now)
+	}
+	nowUS := now / 1000
+	id := s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
+	c := s.scriptCall(p, storeKey, limit, cost, true, nowUS, id)
+	var v any
+	var err error
+	if s.seen.due(p, storeKey, now) {
+		v, err = s.runAndRecord(ctx, c, p, storeKey, now)
+	} else {
+		v, err = s.run(ctx, c)
+	}
+	if err != nil {
+		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, err)
+	}
+	d, _, err := result(v, limit)
+	if err != nil {
+		return d, err
+	}
+	if d.Allowed {
+		d.Charge = limiter.Charge{Cost: cost, At: nowUS * 1000, ID: id}
+	}
+	return d, nil
+}
+
+// runAndRecord runs a limiter script and records the key in the policy's
+// index in one pipeline. A script the server does not know yet fails with
+// NOSCRIPT without running, so running it again is safe.
+func (s *Store) runAndRecord(ctx context.Context, c call, p *limiter.Policy, storeKey string, now int64) (any, error) {
+	pipe := s.client.Pipeline()
+	ev := pipe.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
+	s.record(ctx, pipe, p, storeKey, now)
+	_, err := pipe.Exec(ctx)
+	if err != nil && redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
+		return s.run(ctx, c)
+	}
+	if err := ev.Err(); err != nil {
+		return nil, err
+	}
+	return ev.Val(), err
+}
+
+func (s *Store) record(ctx context.Context, pipe redis.Pipeliner, p *limiter.Policy, storeKey string, now int64) {
+	idx := s.indexName(p, storeKey)
+	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(now / 1e6), Member: storeKey})
+	pipe.PExpire(ctx, idx, 2*(p.Window+2*p.BucketSize())+time.Minute)
+}
+
+func (s *Store) gcraLimit(p *limiter.Policy, key string, limit int64) redis_rate.Limit {
+	return redis_rate.Limit{Rate: int(limit), Burst: int(p.BurstFor(key)), Period: p.Window}
+}
+
+func (s *Store) allowGCRA(ctx context.Context, p *limiter.Policy, key, storeKey string, limit, cost, now int64) (limiter.Decision, error) {
+	name := s.keyName(p, storeKey)
+	if s.seen.due(p, storeKey, now) {
+		pipe := s.client.Pipeline()
+		s.record(ctx, pipe, p, storeKey, now)
+		_, _ = pipe.Exec(ctx) // the index is best effort; the decision below is not
+	}
+	res, err := s.rate.AllowN(ctx, name, s.gcraLimit(p, key, limit), int(cost))
+	if err != nil {
+		return limiter.Decision{}, fmt.Errorf("redis gcra: %w", err)
+	}
+	d := gcraDecision(res, p, key, limit)
+	if d.Allowed {
+		d.Charge = limiter.Charge{Cost: cost, At: now}
+		return d, nil
+	}
+	pipe := s.client.Pipeline()
+	pipe.Incr(ctx, name+":rej")
+	pipe.PExpire(ctx, name+":rej", p.Window)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return limiter.Decision{}, fmt.Errorf("redis gcra: counting rejection: %w", err)
+	}
+	if cost > p.BurstFor(key) {
+		d.RetryAfter = p.Window
+	}
+	return d, nil
+}
+
+func gcraDecision(res *redis_rate.Result, p *limiter.Policy, key string, limit int64) limiter.Decision {
+	burst := p.BurstFor(key)
+	interval := p.Window / time.Duration(limit)
+	d := limiter.Decision{Allowed: res.Allowed > 0, Limit: limit, ResetAfter: max(0, res.ResetAfter)}
+	d.Count = int64((d.ResetAfter + interval - 1) / interval)
+	d.Remaining = max(0, burst-d.Count)
+	if !d.Allowed {
+		d.RetryAfter = res.RetryAfter
+	}
+	return d
+}
+
+// Refund implements limiter.Store.
+func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
+	if c.Cost <= 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	name := s.keyName(p, limiter.StoreKey(key))
+	var err error
+	switch p.Algorithm {
+	case limiter.SlidingLog:
+		members := make([]any, c.Cost)
+		for i := range members {
+			members[i] = c.ID + ":" + strconv.Itoa(i+1)
+		}
+		err = s.client.ZRem(ctx, name, members...).Err()
+	case limiter.FixedWindow:
+		atUS, winUS := c.At/1000, p.Window.Microseconds()
+		err = refundWindowScript.Run(ctx, s.client, []string{name}, "c", c.Cost, us(atUS-atUS%winUS)).Err()
+	case limiter.GCRA:
+		interval := (p.Window / time.Duration(p.LimitFor(key))).Seconds()
+		err = gcraRefundScript.Run(ctx, s.client, []string{"rate:" + name}, interval, c.Cost).Err()
+	default:
+		err = refundWindowScript.Run(ctx, s.client, []string{name}, us(c.At/1000/p.BucketSize().Microseconds()), c.Cost, "").Err()
+	}
+	if err != nil {
+		return fmt.Errorf("redis refund: %w", err)
+	}
+	return nil
+}
+
+// Peek implements limiter.Store.
+func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limiter.Usage, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	storeKey := limiter.StoreKey(key)
+	u, err := s.peek(ctx, p, storeKey, p.LimitFor(key))
+	if err != nil {
+		return u, fmt.Errorf("redis peek: %w", err)
+	}
+	return u, nil
+}
+
+func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, limit int64) (limiter.Usage, error) {
+	u := limiter.Usage{Key: storeKey, Limit: limit}
+	now := s.clock().UnixNano()
+	if p.Algorithm == limiter.GCRA {
+		name := s.keyName(p, storeKey)
+		res, err := s.rate.AllowN(ctx, name, s.gcraLimit(p, storeKey, limit), 0)
+		if err != nil {
+			return u, err
+		}
+		d := gcraDecision(res, p, storeKey, limit)
+		rej, err := s.client.Get(ctx, name+":rej").Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return u, err
+		}
+		u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, rej
+		return u, nil
+	}
+	v, err := s.run(ctx, s.scriptCall(p, storeKey, limit, 1, false, now/1000, ""))
+	if err != nil {
+		return u, err
+	}
+	d, rej, err := result(v, limit)
+	u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, rej
+	return u, err
+}
+
+// Reset implements limiter.Store.
+func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	name := s.keyName(p, limiter.StoreKey(key))
+	// Same hash slot, so one DEL is fine on a cluster too.
+	if err := s.client.Del(ctx, name, name+":rej").Err(); err != nil {
+		return fmt.Errorf("redis reset: %w", err)
+	}
+	if p.Algorithm == limiter.GCRA {
+		if err := s.rate.Reset(ctx, name); err != nil {
+			return fmt.Errorf("redis reset: %w", err)
+		}
+	}
+	return nil
+}
+
+// Keys implements limiter.Store. It reads the policy's index shards, drops
+// entries too old to be active, and peeks every remaining key.
+func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) ([]limiter.Usage, error) {
+	now := s.clock().UnixNano()
+	horizon := float64((now - int64(p.Window+2*p.BucketSize()+registerEvery(p))) / 1e6)
+	var candidates []string
+	for shard := range indexShards {
+		idx := s.prefix + "idx:{" + p.Name + ":" + strconv.Itoa(shard) + "}"
+		cctx, cancel := context.WithTimeout(ctx, s.timeout*5)
+		pipe := s.client.Pipeline()
+		pipe.ZRemRangeByScore(cctx, idx, "-inf", strconv.FormatFloat(horizon, 'f', 0, 64))
+		members := pipe.ZRange(cctx, idx, 0, -1)
+		_, err := pipe.Exec(cctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("redis keys: %w", err)
+		}
+		candidates = append(candidates, members.Val()...)
+	}
+	var out []limiter.Usage
+	const batch = 500
+	for start := 0; start < len(candidates); start += batch {
+		chunk := candidates[start:min(start+batch, len(candidates))]
+		for _, k := range chunk {
+			cctx, cancel := context.WithTimeout(ctx, s.timeout)
+			u, err := s.peek(cctx, p, k, p.LimitFor(k))
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("redis keys: %w", err)
+			}
+			if u.Count > 0 || u.Rejected > 0 {
+				out = append(out, u)
+			}
+		}
+	}
+	limiter.SortUsage(out)
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// registerEvery is how often one process records an active key in the index.
+func registerEvery(p *limiter.Policy) time.Duration {
+	return max(p.Window/limiter.DefaultBuckets, time.Millisecond)
+}
+
+// registry remembers which keys this process recorded in the index lately,
+// so that an active key costs one index write per interval, not per request.
+type registry struct {
+	shards [32]struct {
+		mu sync.Mutex
+		m  map[registryKey]int64
+	}
+	seed maphash.Seed
+}
+
+type registryKey struct{ policy, key string }
+
+const registryShardMax = 1 << 15
+
+func (r *registry) init() {
+	r.seed = maphash.MakeSeed()
+	for i := range r.shards {
+		r.shards[i].m = make(map[registryKey]int64)
+	}
+}
+
+func (r *registry) due(p *limiter.Policy, storeKey string, now int64) bool {
+	sh := &r.shards[maphash.String(r.seed, storeKey)%uint64(len(r.shards))]
+	k := registryKey{p.Name, storeKey}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if next, ok := sh.m[k]; ok && now < next {
+		return false
+	}
+	if len(sh.m) >= registryShardMax {
+		clear(sh.m) // forgetting only costs a repeated index write
+	}
+	sh.m[k] = now + int64(registerEvery(p))
+	return true
+}

@@ -1,0 +1,186 @@
+package redisstore_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sluice-gateway/sluice/limiter/limitertest"
+	"github.com/sluice-gateway/sluice/limiter/redisstore"
+)
+
+func randomPrefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "sluicetest:" + hex.EncodeToString(b[:]) + ":"
+}
+
+// isLimiterKey reports whether a key belongs to a limiter (not to the
+// listing index or to named counters).
+func isLimiterKey(prefix, k string) bool {
+	rest := strings.TrimPrefix(strings.TrimPrefix(k, "rate:"), prefix)
+	return !strings.HasPrefix(rest, "idx:") && !strings.HasPrefix(rest, "counter")
+}
+
+func TestMiniredis(t *testing.T) {
+	t.Parallel()
+	limitertest.Run(t, func(t *testing.T) *limitertest.Harness {
+		m := miniredis.RunT(t)
+		m.SetTime(limitertest.Start)
+		clock := limitertest.NewClock(limitertest.Start)
+		client := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, Protocol: 2})
+		t.Cleanup(func() { client.Close() })
+		s, err := redisstore.New(client, redisstore.Options{Clock: clock.Now, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return &limitertest.Harness{
+			Store: s,
+			Advance: func(d time.Duration) {
+				clock.Advance(d)
+				m.SetTime(clock.Now())
+				m.FastForward(d)
+			},
+			GCRAFollowsAdvance: true,
+			Expired: func(t *testing.T) bool {
+				for _, k := range m.Keys() {
+					if isLimiterKey(redisstore.DefaultPrefix, k) {
+						t.Logf("key %q is still there", k)
+						return false
+					}
+				}
+				return true
+			},
+			AllKeysHaveTTL: func(t *testing.T) {
+				for _, k := range m.Keys() {
+					if isLimiterKey(redisstore.DefaultPrefix, k) && m.TTL(k) <= 0 {
+						t.Errorf("key %q has no TTL", k)
+					}
+				}
+			},
+		}
+	})
+}
+
+// realHarness runs the suite on a real server or cluster. Stores use a fake
+// clock that starts now; a fresh prefix isolates each subtest.
+func realHarness(t *testing.T, client redis.UniversalClient) *limitertest.Harness {
+	prefix := randomPrefix()
+	clock := limitertest.NewClock(time.Now().Truncate(time.Hour)) // fixed windows start with the test
+	s, err := redisstore.New(client, redisstore.Options{Clock: clock.Now, Prefix: prefix, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scan := func(fn func(ctx context.Context, c *redis.Client, key string)) {
+		ctx := context.Background()
+		each := func(ctx context.Context, c *redis.Client) error {
+			for _, pattern := range []string{prefix + "*", "rate:" + prefix + "*"} {
+				iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+				for iter.Next(ctx) {
+					fn(ctx, c, iter.Val())
+				}
+				if err := iter.Err(); err != nil {
+					t.Error(err)
+				}
+			}
+			return nil
+		}
+		switch c := client.(type) {
+		case *redis.ClusterClient:
+			_ = c.ForEachMaster(ctx, each)
+		case *redis.Client:
+			_ = each(ctx, c)
+		}
+	}
+	t.Cleanup(func() {
+		s.Close()
+		scan(func(ctx context.Context, c *redis.Client, key string) { c.Del(ctx, key) })
+	})
+	return &limitertest.Harness{
+		Store:   s,
+		Advance: clock.Advance,
+		AllKeysHaveTTL: func(t *testing.T) {
+			n := 0
+			scan(func(ctx context.Context, c *redis.Client, key string) {
+				n++
+				if ttl := c.PTTL(ctx, key).Val(); isLimiterKey(prefix, key) && ttl <= 0 {
+					t.Errorf("key %q has TTL %v", key, ttl)
+				}
+			})
+			if n == 0 {
+				t.Error("no keys found to check")
+			}
+		},
+	}
+}
+
+func TestRealRedis(t *testing.T) {
+	t.Parallel()
+	client := redis.NewClient(&redis.Options{Addr: limitertest.RedisAddr(t), MaxRetries: -1, Protocol: 2})
+	t.Cleanup(func() { client.Close() })
+	limitertest.Run(t, func(t *testing.T) *limitertest.Harness { return realHarness(t, client) })
+}
+
+func TestRealCluster(t *testing.T) {
+	t.Parallel()
+	client := redisstore.NewClient(redisstore.Options{Addrs: limitertest.ClusterAddrs(t), Cluster: true, Timeout: 2 * time.Second})
+	t.Cleanup(func() { client.Close() })
+	if _, ok := client.(*redis.ClusterClient); !ok {
+		t.Fatalf("cluster: true built a %T, want *redis.ClusterClient", client)
+	}
+	limitertest.Run(t, func(t *testing.T) *limitertest.Harness { return realHarness(t, client) })
+}
+
+// TestServerClock checks that a store without an injected clock takes its
+// time from the server: miniredis's TIME is set ten minutes ahead.
+func TestServerClock(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	ahead := time.Now().Add(10 * time.Minute)
+	m.SetTime(ahead)
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := limitertest.Policy(t, "clock", "fixed_window", 3, time.Hour)
+	d := limitertest.MustAllow(t, s, p, "k", 1)
+	// The fixed window ends at the next whole hour of the server's clock.
+	want := ahead.Truncate(time.Hour).Add(time.Hour).Sub(ahead)
+	if diff := d.ResetAfter - want; diff < -time.Second || diff > time.Second {
+		t.Fatalf("reset after %v, want about %v (server time)", d.ResetAfter, want)
+	}
+}
+
+func TestNewRejectsBraceInPrefix(t *testing.T) {
+	t.Parallel()
+	if _, err := redisstore.New(nil, redisstore.Options{Addrs: []string{"127.0.0.1:1"}, Prefix: "a{b"}); err == nil {
+		t.Fatal("prefix with '{': no error")
+	}
+}
+
+func TestDownStoreErrorsWithinTimeout(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	addr := m.Addr()
+	m.Close()
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{addr}, Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := limitertest.Policy(t, "down", "sliding_window", 3, time.Minute)
+	if _, err := s.Allow(context.Background(), p, "k", 1); err == nil {
+		t.Fatal("Allow on a stopped server: no error")
+	}
+	if err := s.Ping(context.Background()); err == nil {
+		t.Fatal("Ping on a stopped server: no error")
+	}
+}
