@@ -1,0 +1,214 @@
+package middleware
+
+import (
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// IPResolver finds a request's client IP: the TCP peer, unless the peer is a
+// trusted proxy; then the right-most address of X-Forwarded-For that is not
+// a trusted proxy (X-Real-IP when there is no X-Forwarded-For). Headers from
+// an untrusted peer are ignored, so clients cannot choose their own key.
+//
+// IPv6 clients are keyed by a prefix (a /64 by default): one host usually
+// owns a whole /64 and could otherwise rotate through it.
+//
+// The zero value trusts no proxy and keys IPv6 by /64. An IPResolver is safe
+// for concurrent use.
+type IPResolver struct {
+	trusted    []netip.Prefix
+	ipv6Prefix int // 0 means 64
+}
+
+// NewIPResolver returns an IPResolver that believes forwarding headers from
+// peers inside the trusted CIDRs (a bare address is a /32 or /128) and keys
+// IPv6 clients by ipv6Prefix bits (0 means 64; 128 keys each address).
+func NewIPResolver(trusted []string, ipv6Prefix int) (*IPResolver, error) {
+	r := &IPResolver{ipv6Prefix: ipv6Prefix}
+	if ipv6Prefix < 0 || ipv6Prefix > 128 {
+		return nil, fmt.Errorf("ipv6_prefix: must be between 0 and 128, got %d", ipv6Prefix)
+	}
+	for i, s := range trusted {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("trusted_proxies[%d]: %q is neither a CIDR nor an address", i, s)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(0, p.Bits()-96))
+		}
+		r.trusted = append(r.trusted, p.Masked())
+	}
+	return r, nil
+}
+
+func (r *IPResolver) isTrusted(a netip.Addr) bool {
+	for _, p := range r.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseHost parses an address that may carry a port or brackets, trying
+// the likely form first (a failed parse allocates its error).
+func parseHost(s string) (netip.Addr, bool) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return netip.Addr{}, false
+	case s[0] == '[':
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.Addr().Unmap(), true
+		}
+		if s[len(s)-1] == ']' {
+			if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil {
+				return a.Unmap(), true
+			}
+		}
+		return netip.Addr{}, false
+	case strings.Count(s, ":") == 1:
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return ap.Addr().Unmap(), true
+		}
+		return netip.Addr{}, false
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Unmap(), true
+	}
+	return netip.Addr{}, false
+}
+
+// ClientIP returns the client address of req, or the zero Addr when the
+// peer address cannot be parsed.
+func (r *IPResolver) ClientIP(req *http.Request) netip.Addr {
+	peer, ok := parseHost(req.RemoteAddr)
+	if !ok {
+		return netip.Addr{}
+	}
+	if len(r.trusted) == 0 || !r.isTrusted(peer) {
+		return peer
+	}
+	xff := req.Header.Values("X-Forwarded-For")
+	if len(xff) == 0 {
+		if a, ok := parseHost(req.Header.Get("X-Real-IP")); ok {
+			return a
+		}
+		return peer
+	}
+	// Right to left over every entry of every X-Forwarded-For line.
+	nearest := peer
+	for i := len(xff) - 1; i >= 0; i-- {
+		line := xff[i]
+		for line != "" {
+			var entry string
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				entry, line = line[j+1:], line[:j]
+			} else {
+				entry, line = line, ""
+			}
+			if strings.TrimSpace(entry) == "" {
+				continue
+			}
+			a, ok := parseHost(entry)
+			if !ok {
+				// Only a client writes garbage; the trusted hop to its right
+				// is the best we know.
+				return nearest
+			}
+			if !r.isTrusted(a) {
+				return a
+			}
+			nearest = a
+		}
+	}
+	return nearest
+}
+
+// Key returns the rate-limit key for addr: the address itself for IPv4, the
+// masked prefix in CIDR form for IPv6 (e.g. "2001:db8:1:2::/64").
+func (r *IPResolver) Key(addr netip.Addr) string {
+	if !addr.IsValid() {
+		return ""
+	}
+	if addr.Is4() {
+		return addr.String()
+	}
+	bits := r.ipv6Prefix
+	if bits == 0 {
+		bits = 64
+	}
+	if bits == 128 {
+		return addr.String()
+	}
+	p, _ := addr.Prefix(bits)
+	return p.String()
+}
+
+// KeySource extracts one candidate key from a request; ok is false when
+// the source is absent.
+type KeySource func(r *http.Request) (key string, ok bool)
+
+// IP is the KeySource of the client IP as resolver finds it.
+func IP(resolver *IPResolver) KeySource {
+	return func(r *http.Request) (string, bool) {
+		k := resolver.Key(resolver.ClientIP(r))
+		return k, k != ""
+	}
+}
+
+// Header is the KeySource of a request header's first value.
+func Header(name string) KeySource {
+	name = http.CanonicalHeaderKey(name)
+	return func(r *http.Request) (string, bool) {
+		v := r.Header[name]
+		if len(v) == 0 || v[0] == "" {
+			return "", false
+		}
+		return v[0], true
+	}
+}
+
+// Query is the KeySource of a query parameter.
+func Query(name string) KeySource {
+	return func(r *http.Request) (string, bool) {
+		v := r.URL.Query().Get(name)
+		return v, v != ""
+	}
+}
+
+// Cookie is the KeySource of a cookie's value.
+func Cookie(name string) KeySource {
+	return func(r *http.Request) (string, bool) {
+		c, err := r.Cookie(name)
+		if err != nil || c.Value == "" {
+			return "", false
+		}
+		return c.Value, true
+	}
+}
+
+// ParseKeySource turns a config spec into a KeySource: "ip",
+// "header:NAME", "query:NAME" or "cookie:NAME".
+func ParseKeySource(spec string, resolver *IPResolver) (KeySource, error) {
+	kind, name, hasName := strings.Cut(spec, ":")
+	switch {
+	case spec == "ip":
+		return IP(resolver), nil
+	case !hasName || name == "":
+	case kind == "header":
+		return Header(name), nil
+	case kind == "query":
+		return Query(name), nil
+	case kind == "cookie":
+		return Cookie(name), nil
+	}
+	return nil, fmt.Errorf("%s: want ip, header:NAME, query:NAME or cookie:NAME", strconv.Quote(spec))
+}
