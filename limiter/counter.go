@@ -18,8 +18,8 @@ type Counter struct {
 
 // Check reports an error when Value lies outside [Min, Max] or Min > Max.
 func (c Counter) Check() error {
-	if !ValidName(c.Name) {
-		return fmt.Errorf("name: must match [A-Za-z0-9_-]+, got %q", c.Name)
+	if !ValidCounterName(c.Name) {
+		return fmt.Errorf("name: %q is not a valid counter name", c.Name)
 	}
 	if c.Min != nil && c.Max != nil && *c.Min > *c.Max {
 		return fmt.Errorf("min %d is greater than max %d", *c.Min, *c.Max)
@@ -31,6 +31,23 @@ func (c Counter) Check() error {
 		return fmt.Errorf("value %d is above max %d", c.Value, *c.Max)
 	}
 	return nil
+}
+
+// MaxCounterName is the longest counter name.
+const MaxCounterName = 200
+
+// ValidCounterName reports whether s may name a counter: 1 to
+// MaxCounterName bytes of printable ASCII other than space, '{' and '}'.
+func ValidCounterName(s string) bool {
+	if s == "" || len(s) > MaxCounterName {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' || c == '{' || c == '}' {
+			return false
+		}
+	}
+	return true
 }
 
 // BoundError reports a step that would take a counter past its min, its max

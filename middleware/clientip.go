@@ -212,3 +212,12 @@ func ParseKeySource(spec string, resolver *IPResolver) (KeySource, error) {
 	}
 	return nil, fmt.Errorf("%s: want ip, header:NAME, query:NAME or cookie:NAME", strconv.Quote(spec))
 }
+
+// TrustsPeer reports whether req's TCP peer is a trusted proxy.
+func (r *IPResolver) TrustsPeer(req *http.Request) bool {
+	if len(r.trusted) == 0 {
+		return false
+	}
+	peer, ok := parseHost(req.RemoteAddr)
+	return ok && r.isTrusted(peer)
+}

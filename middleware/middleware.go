@@ -189,8 +189,17 @@ const maxStackRules = 4
 // request must not go on, the response (429, 400 or the error hook's). It
 // reports whether the handler should run. Both adapters call it.
 func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
+	proceed, _ := l.CheckDecision(w, r)
+	return proceed
+}
+
+// CheckDecision is Check that also returns a one-word summary for access
+// logs: DecisionAllowed, DecisionRejected, DecisionShadowRejected (admitted,
+// but a shadow policy would have rejected), DecisionError,
+// DecisionMissingKey or DecisionSkipped.
+func (l *Limiter) CheckDecision(w http.ResponseWriter, r *http.Request) (proceed bool, decision string) {
 	if len(l.rules) == 0 || (l.skip != nil && l.skip(r)) {
-		return true
+		return true, DecisionSkipped
 	}
 	var start time.Time
 	if l.observe != nil {
@@ -203,7 +212,7 @@ func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
 		key, ok := l.key(rule, r)
 		if !ok {
 			WriteJSONError(w, http.StatusBadRequest, "missing rate-limit key for policy "+rule.Policy.Name)
-			return false
+			return false, DecisionMissingKey
 		}
 		reqs = append(reqs, limiter.Request{Policy: rule.Policy, Key: key, Cost: 1})
 	}
@@ -218,23 +227,29 @@ func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
 		l.report(r, reqs, out, err, time.Since(start))
 	}
 	if err != nil {
-		return l.onError(w, r, err)
+		return l.onError(w, r, err), DecisionError
+	}
+	decision = DecisionAllowed
+	for i, d := range out.Decisions {
+		if !d.Allowed && reqs[i].Policy.Shadow {
+			decision = DecisionShadowRejected
+		}
 	}
 	best := out.MostRestrictive(reqs)
 	if best < 0 {
-		return true // shadow policies only
+		return true, decision // shadow policies only
 	}
 	d := out.Decisions[best]
 	writeHeaders(w.Header(), reqs[best].Policy, d)
 	if out.Allowed {
-		return true
+		return true, decision
 	}
 	retry := ceilSeconds(d.RetryAfter)
 	h := w.Header()
 	h["Retry-After"] = []string{strconv.FormatInt(retry, 10)}
 	h["Cache-Control"] = []string{"no-store"}
 	l.onReject(w, r, Rejection{Policy: reqs[best].Policy.Name, RetryAfter: retry})
-	return false
+	return false, DecisionRejected
 }
 
 func (l *Limiter) key(rule Rule, r *http.Request) (string, bool) {

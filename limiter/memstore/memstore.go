@@ -12,6 +12,7 @@ package memstore
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"sort"
 	"sync"
@@ -342,6 +343,9 @@ type counters struct {
 }
 
 func (c *counters) Add(_ context.Context, name string, delta int64) (limiter.Counter, error) {
+	if !limiter.ValidCounterName(name) {
+		return limiter.Counter{}, fmt.Errorf("counter name %q is not valid", name)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur, ok := c.m[name]

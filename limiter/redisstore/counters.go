@@ -45,8 +45,8 @@ func bound(b *int64) string {
 }
 
 func (c *counters) Add(ctx context.Context, name string, delta int64) (limiter.Counter, error) {
-	if !limiter.ValidName(name) {
-		return limiter.Counter{}, fmt.Errorf("counter name %q: must match [A-Za-z0-9_-]+", name)
+	if !limiter.ValidCounterName(name) {
+		return limiter.Counter{}, fmt.Errorf("counter name %q is not valid", name)
 	}
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()

@@ -1,0 +1,338 @@
+package gateway
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/middleware"
+)
+
+// maxAdminBody bounds admin request bodies.
+const maxAdminBody = 64 << 10
+
+// adminHandler serves /healthz, /readyz, /metrics and the token-protected
+// /v1 API. Keys and names are path segments, matched on the escaped path, so
+// a key may hold an escaped "/" (%2F).
+func (g *Gateway) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", g.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+
+	v1 := http.NewServeMux()
+	v1.HandleFunc("GET /v1/policies", g.listPolicies)
+	v1.HandleFunc("GET /v1/policies/{policy}/keys", g.listKeys)
+	v1.HandleFunc("GET /v1/policies/{policy}/keys/{key}", g.getKey)
+	v1.HandleFunc("DELETE /v1/policies/{policy}/keys/{key}", g.resetKey)
+	v1.HandleFunc("GET /v1/counters", g.listCounters)
+	v1.HandleFunc("GET /v1/counters/{name}", g.getCounter)
+	v1.HandleFunc("PUT /v1/counters/{name}", g.putCounter)
+	v1.HandleFunc("DELETE /v1/counters/{name}", g.deleteCounter)
+	v1.HandleFunc("POST /v1/counters/{name}/increment", g.stepCounter(1))
+	v1.HandleFunc("POST /v1/counters/{name}/decrement", g.stepCounter(-1))
+	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	})
+	mux.Handle("/v1/", g.authenticate(v1))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint")
+	})
+	return mux
+}
+
+// authenticate requires "Authorization: Bearer <token>", compared in
+// constant time.
+func (g *Gateway) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		want := *g.token.Load()
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice admin"`)
+			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	middleware.WriteJSONError(w, status, msg)
+}
+
+func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	if err := g.state.Load().store.Ping(ctx); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unreachable", "error": err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+type policyView struct {
+	Name      string   `json:"name"`
+	Algorithm string   `json:"algorithm"`
+	Limit     int64    `json:"limit"`
+	Window    string   `json:"window"`
+	Key       []string `json:"key"`
+	Shadow    bool     `json:"shadow"`
+}
+
+func (g *Gateway) listPolicies(w http.ResponseWriter, r *http.Request) {
+	st := g.state.Load()
+	out := make([]policyView, 0, len(st.names))
+	for _, name := range st.names {
+		p := st.policies[name]
+		out = append(out, policyView{Name: name, Algorithm: string(p.Algorithm), Limit: p.Limit, Window: p.Window.String(), Key: st.cfg.Policies[name].Key, Shadow: p.Shadow})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"policies": out})
+}
+
+type usageView struct {
+	Key          string `json:"key"`
+	Count        int64  `json:"count"`
+	Limit        int64  `json:"limit"`
+	Remaining    int64  `json:"remaining"`
+	Rejected     int64  `json:"rejected"`
+	ResetAfterMS int64  `json:"reset_after_ms"`
+}
+
+func viewUsage(u limiter.Usage) usageView {
+	return usageView{Key: u.Key, Count: u.Count, Limit: u.Limit, Remaining: u.Remaining, Rejected: u.Rejected, ResetAfterMS: u.ResetAfter.Milliseconds()}
+}
+
+// policy finds the path's policy or answers 404.
+func (g *Gateway) policy(w http.ResponseWriter, r *http.Request) (*state, *limiter.Policy, bool) {
+	st := g.state.Load()
+	p, ok := st.policies[r.PathValue("policy")]
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown policy "+strconv.Quote(r.PathValue("policy")))
+		return nil, nil, false
+	}
+	return st, p, true
+}
+
+// storeError answers a failed store call.
+func (g *Gateway) storeError(w http.ResponseWriter, err error) {
+	g.metrics.storeErrors.Inc()
+	g.log.Load().Warn("admin: store error", "err", err)
+	writeError(w, http.StatusServiceUnavailable, "store unavailable: "+err.Error())
+}
+
+func (g *Gateway) listKeys(w http.ResponseWriter, r *http.Request) {
+	st, p, ok := g.policy(w, r)
+	if !ok {
+		return
+	}
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "limit must be a whole number from 1 to 1000")
+			return
+		}
+		limit = min(n, 1000)
+	}
+	keys, err := st.store.Keys(r.Context(), p, limit)
+	if err != nil {
+		g.storeError(w, err)
+		return
+	}
+	out := make([]usageView, len(keys))
+	for i, u := range keys {
+		out[i] = viewUsage(u)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"policy": p.Name, "keys": out})
+}
+
+func (g *Gateway) getKey(w http.ResponseWriter, r *http.Request) {
+	st, p, ok := g.policy(w, r)
+	if !ok {
+		return
+	}
+	u, err := st.store.Peek(r.Context(), p, r.PathValue("key"))
+	if err != nil {
+		g.storeError(w, err)
+		return
+	}
+	v := viewUsage(u)
+	v.Key = r.PathValue("key")
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (g *Gateway) resetKey(w http.ResponseWriter, r *http.Request) {
+	st, p, ok := g.policy(w, r)
+	if !ok {
+		return
+	}
+	if err := st.store.Reset(r.Context(), p, r.PathValue("key")); err != nil {
+		g.storeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// counterName returns the path's counter name or answers 400.
+func counterName(w http.ResponseWriter, r *http.Request) (string, bool) {
+	name := r.PathValue("name")
+	if !limiter.ValidCounterName(name) {
+		writeError(w, http.StatusBadRequest, "counter names are 1 to 200 printable ASCII characters without spaces or braces")
+		return "", false
+	}
+	return name, true
+}
+
+func (g *Gateway) listCounters(w http.ResponseWriter, r *http.Request) {
+	list, err := g.state.Load().store.Counters().List(r.Context())
+	if err != nil {
+		g.storeError(w, err)
+		return
+	}
+	if list == nil {
+		list = []limiter.Counter{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"counters": list})
+}
+
+func (g *Gateway) getCounter(w http.ResponseWriter, r *http.Request) {
+	name, ok := counterName(w, r)
+	if !ok {
+		return
+	}
+	c, err := g.state.Load().store.Counters().Get(r.Context(), name)
+	switch {
+	case errors.Is(err, limiter.ErrNotFound):
+		writeError(w, http.StatusNotFound, "no counter "+strconv.Quote(name))
+	case err != nil:
+		g.storeError(w, err)
+	default:
+		writeJSON(w, http.StatusOK, c)
+	}
+}
+
+// decodeBody decodes a JSON body strictly into v. An empty body is allowed
+// when optional. It answers 400 (or 413) itself and returns false on error.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "body larger than "+strconv.Itoa(maxAdminBody)+" bytes")
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return false
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		if optional {
+			return true
+		}
+		writeError(w, http.StatusBadRequest, "a JSON body is required")
+		return false
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "bad JSON: more than one value")
+		return false
+	}
+	return true
+}
+
+func (g *Gateway) putCounter(w http.ResponseWriter, r *http.Request) {
+	name, ok := counterName(w, r)
+	if !ok {
+		return
+	}
+	var body struct {
+		Value *int64 `json:"value"`
+		Min   *int64 `json:"min"`
+		Max   *int64 `json:"max"`
+	}
+	if !decodeBody(w, r, &body, false) {
+		return
+	}
+	c := limiter.Counter{Name: name, Min: body.Min, Max: body.Max}
+	if body.Value != nil {
+		c.Value = *body.Value
+	}
+	if err := c.Check(); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	c, err := g.state.Load().store.Counters().Set(r.Context(), c)
+	if err != nil {
+		g.storeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (g *Gateway) stepCounter(sign int64) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name, ok := counterName(w, r)
+		if !ok {
+			return
+		}
+		var body struct {
+			By *int64 `json:"by"`
+		}
+		if !decodeBody(w, r, &body, true) {
+			return
+		}
+		by := int64(1)
+		if body.By != nil {
+			by = *body.By
+		}
+		if by <= 0 {
+			writeError(w, http.StatusBadRequest, "by must be > 0")
+			return
+		}
+		c, err := g.state.Load().store.Counters().Add(r.Context(), name, sign*by)
+		if be, ok := limiter.IsBoundError(err); ok {
+			writeJSON(w, http.StatusConflict, map[string]any{"error": be.Error(), "value": be.Value})
+			return
+		}
+		if err != nil {
+			g.storeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c)
+	}
+}
+
+func (g *Gateway) deleteCounter(w http.ResponseWriter, r *http.Request) {
+	name, ok := counterName(w, r)
+	if !ok {
+		return
+	}
+	if err := g.state.Load().store.Counters().Delete(r.Context(), name); err != nil {
+		g.storeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,557 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+
+	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/middleware"
+)
+
+// Config is the gateway's configuration: config.yaml, then SLUICE_
+// environment overrides. Each field's comment says what its zero value
+// means; Load fills in the defaults.
+type Config struct {
+	Listen          string                  `koanf:"listen"`           // proxy listener; default ":8080"
+	TrustedProxies  []string                `koanf:"trusted_proxies"`  // CIDRs whose forwarding headers are believed
+	IPv6Prefix      int                     `koanf:"ipv6_prefix"`      // IPv6 clients are keyed by this prefix; default 64
+	ShutdownTimeout time.Duration           `koanf:"shutdown_timeout"` // bound on draining in-flight requests; default 10s
+	Admin           AdminConfig             `koanf:"admin"`
+	Store           StoreConfig             `koanf:"store"`
+	Log             LogConfig               `koanf:"log"`
+	Policies        map[string]PolicyConfig `koanf:"policies"`
+	Routes          []RouteConfig           `koanf:"routes"`
+}
+
+// AdminConfig configures the admin listener.
+type AdminConfig struct {
+	Listen string `koanf:"listen"` // default "127.0.0.1:9090"
+	Token  string `koanf:"token"`  // empty: a random token is generated and logged once
+}
+
+// StoreConfig chooses and configures the limiter store.
+type StoreConfig struct {
+	Backend string       `koanf:"backend"`  // memory (default) | redis
+	OnError string       `koanf:"on_error"` // allow (default) | deny
+	Memory  MemoryConfig `koanf:"memory"`
+	Redis   RedisConfig  `koanf:"redis"`
+}
+
+// MemoryConfig configures the in-process store.
+type MemoryConfig struct {
+	MaxKeys int `koanf:"max_keys"` // zero: 1,048,576
+}
+
+// RedisConfig configures the Redis store.
+type RedisConfig struct {
+	Addrs      []string      `koanf:"addrs"`       // one: standalone; several (or cluster): cluster; with master_name: sentinels
+	Cluster    bool          `koanf:"cluster"`     // cluster mode with a single seed address
+	MasterName string        `koanf:"master_name"` // sentinel master
+	Username   string        `koanf:"username"`
+	Password   string        `koanf:"password"`
+	DB         int           `koanf:"db"`
+	TLS        bool          `koanf:"tls"`
+	Timeout    time.Duration `koanf:"timeout"` // per call; default 100ms
+	Prefix     string        `koanf:"prefix"`  // default "sluice:"
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `koanf:"level"`  // debug | info (default) | warn | error
+	Format string `koanf:"format"` // text (default) | json
+	Access *bool  `koanf:"access"` // one line per request; default true
+}
+
+// PolicyConfig is one policy; its name is its key under policies.
+type PolicyConfig struct {
+	Key          []string         `koanf:"key"`            // sources tried in order; default [ip]
+	OnMissingKey string           `koanf:"on_missing_key"` // ip (default) | reject
+	Algorithm    string           `koanf:"algorithm"`      // default sliding_window
+	Limit        int64            `koanf:"limit"`
+	Window       time.Duration    `koanf:"window"`
+	Buckets      int              `koanf:"buckets"` // sliding_window; default 10
+	Burst        int64            `koanf:"burst"`   // gcra; default the limit
+	Shadow       bool             `koanf:"shadow"`
+	Overrides    []OverrideConfig `koanf:"overrides"`
+}
+
+// OverrideConfig gives one key its own limit.
+type OverrideConfig struct {
+	Key   string `koanf:"key"`
+	Limit int64  `koanf:"limit"`
+}
+
+// RouteConfig is one route.
+type RouteConfig struct {
+	Name     string          `koanf:"name"`
+	Match    MatchConfig     `koanf:"match"`
+	Upstream *UpstreamConfig `koanf:"upstream"`
+	Respond  *RespondConfig  `koanf:"respond"`
+	Policies []string        `koanf:"policies"`
+}
+
+// MatchConfig selects requests; the longest matching prefix wins.
+type MatchConfig struct {
+	PathPrefix string   `koanf:"path_prefix"` // whole segments: /api matches /api and /api/x, not /apix
+	Host       string   `koanf:"host"`        // empty: any host
+	Methods    []string `koanf:"methods"`     // empty: any method
+}
+
+// UpstreamConfig is where a route proxies to.
+type UpstreamConfig struct {
+	URL         string        `koanf:"url"`
+	StripPrefix bool          `koanf:"strip_prefix"`
+	Timeout     time.Duration `koanf:"timeout"` // until response headers; default 30s
+}
+
+// RespondConfig is a static answer.
+type RespondConfig struct {
+	Status      int    `koanf:"status"` // default 200
+	Body        string `koanf:"body"`
+	ContentType string `koanf:"content_type"` // default text/plain; charset=utf-8
+}
+
+// Errors collects validation errors; each names its field path.
+type Errors []error
+
+func (e Errors) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+func (e Errors) Unwrap() []error { return e }
+
+func fieldErr(path, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...))
+}
+
+// EnvPrefix starts every environment override.
+const EnvPrefix = "SLUICE_"
+
+// Load reads the config file at path, applies SLUICE_ environment overrides
+// from environ (os.Environ when nil), fills in defaults and validates. It
+// returns every problem found, each naming its field path. Environment
+// variables that name no config field are logged as warnings and ignored.
+func Load(path string, environ []string, log *slog.Logger) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var errs Errors
+	checkKnown(k.Raw(), reflect.TypeFor[Config](), "", &errs)
+	if environ == nil {
+		environ = os.Environ()
+	}
+	envOpt := env.Opt{
+		Prefix:      EnvPrefix,
+		EnvironFunc: func() []string { return environ },
+		TransformFunc: func(name, value string) (string, any) {
+			if strings.HasPrefix(name, EnvPrefix+"TEST_") {
+				return "", nil // the tests' own variables
+			}
+			key := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, EnvPrefix), "__", "."))
+			t, ok := fieldType(reflect.TypeFor[Config](), strings.Split(key, "."))
+			if !ok {
+				if log != nil {
+					log.Warn("ignoring an environment variable that names no config field", "name", name)
+				}
+				return "", nil
+			}
+			if t.Kind() == reflect.Slice {
+				var parts []string
+				for p := range strings.SplitSeq(value, ",") {
+					if p = strings.TrimSpace(p); p != "" {
+						parts = append(parts, p)
+					}
+				}
+				return key, parts
+			}
+			return key, value
+		},
+	}
+	if err := k.Load(env.Provider(".", envOpt), nil); err != nil {
+		return nil, fmt.Errorf("reading the environment: %w", err)
+	}
+	var cfg Config
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		Result:           &cfg,
+		TagName:          "koanf",
+	}
+	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: dc}); err != nil {
+		errs = append(errs, decodeErrors(err)...)
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// decodeErrors turns mapstructure's errors into one error per field.
+func decodeErrors(err error) []error {
+	var out []error
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "* "))
+		if line == "" || strings.HasSuffix(line, "error(s) decoding:") || strings.HasPrefix(line, "decoding failed") {
+			continue
+		}
+		out = append(out, errors.New(line))
+	}
+	if len(out) == 0 {
+		out = append(out, err)
+	}
+	return out
+}
+
+// tagged returns the struct field with koanf tag name.
+func tagged(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Tag.Get("koanf") == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+func deref(t reflect.Type) reflect.Type {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// fieldType follows a key path through the config types. Map keys match
+// anything; lists of structures cannot be addressed by a path.
+func fieldType(t reflect.Type, parts []string) (reflect.Type, bool) {
+	t = deref(t)
+	if len(parts) == 0 {
+		return t, true
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		f, ok := tagged(t, parts[0])
+		if !ok {
+			return nil, false
+		}
+		return fieldType(f.Type, parts[1:])
+	case reflect.Map:
+		if parts[0] == "" {
+			return nil, false
+		}
+		return fieldType(t.Elem(), parts[1:])
+	}
+	return nil, false
+}
+
+// checkKnown reports every key of raw that names no field of t.
+func checkKnown(raw any, t reflect.Type, path string, errs *Errors) {
+	t = deref(t)
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return // a type error, which decoding reports
+		}
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			f, ok := tagged(t, k)
+			if !ok {
+				*errs = append(*errs, fieldErr(join(k), "unknown field"))
+				continue
+			}
+			checkKnown(m[k], f.Type, join(k), errs)
+		}
+	case reflect.Map:
+		m, ok := raw.(map[string]any)
+		if !ok {
+			return
+		}
+		for k, v := range m {
+			checkKnown(v, t.Elem(), join(k), errs)
+		}
+	case reflect.Slice:
+		s, ok := raw.([]any)
+		if !ok {
+			return
+		}
+		for i, v := range s {
+			checkKnown(v, t.Elem(), path+"["+strconv.Itoa(i)+"]", errs)
+		}
+	}
+}
+
+func (c *Config) applyDefaults() {
+	if c.Listen == "" {
+		c.Listen = ":8080"
+	}
+	if c.IPv6Prefix == 0 {
+		c.IPv6Prefix = 64
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = "127.0.0.1:9090"
+	}
+	if c.Store.Backend == "" {
+		c.Store.Backend = "memory"
+	}
+	if c.Store.OnError == "" {
+		c.Store.OnError = "allow"
+	}
+	if len(c.Store.Redis.Addrs) == 0 {
+		c.Store.Redis.Addrs = []string{"127.0.0.1:6379"}
+	}
+	if c.Store.Redis.Timeout == 0 {
+		c.Store.Redis.Timeout = 100 * time.Millisecond
+	}
+	if c.Store.Redis.Prefix == "" {
+		c.Store.Redis.Prefix = "sluice:"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	if c.Log.Access == nil {
+		yes := true
+		c.Log.Access = &yes
+	}
+	for name, p := range c.Policies {
+		if len(p.Key) == 0 {
+			p.Key = []string{"ip"}
+		}
+		if p.OnMissingKey == "" {
+			p.OnMissingKey = "ip"
+		}
+		if p.Algorithm == "" {
+			p.Algorithm = string(limiter.SlidingWindow)
+		}
+		c.Policies[name] = p
+	}
+	for i := range c.Routes {
+		r := &c.Routes[i]
+		if r.Upstream != nil && r.Upstream.Timeout == 0 {
+			r.Upstream.Timeout = 30 * time.Second
+		}
+		if r.Respond != nil {
+			if r.Respond.Status == 0 {
+				r.Respond.Status = 200
+			}
+			if r.Respond.ContentType == "" {
+				r.Respond.ContentType = "text/plain; charset=utf-8"
+			}
+		}
+	}
+}
+
+// Validate checks a config with its defaults filled in and returns every
+// problem as an Errors, each naming its field path.
+func (c *Config) Validate() error {
+	var errs Errors
+	bad := func(path, format string, args ...any) { errs = append(errs, fieldErr(path, format, args...)) }
+	checkAddr := func(path, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			bad(path, "must be host:port, got %q", addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad(path, "bad port %q", port)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin.listen", c.Admin.Listen)
+	if c.IPv6Prefix < 1 || c.IPv6Prefix > 128 {
+		bad("ipv6_prefix", "must be between 1 and 128, got %d", c.IPv6Prefix)
+	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "must be >= 0")
+	}
+	if _, err := middleware.NewIPResolver(c.TrustedProxies, 64); err != nil {
+		errs = append(errs, err)
+	}
+	switch c.Store.Backend {
+	case "memory", "redis":
+	default:
+		bad("store.backend", "must be memory or redis, got %q", c.Store.Backend)
+	}
+	switch c.Store.OnError {
+	case "allow", "deny":
+	default:
+		bad("store.on_error", "must be allow or deny, got %q", c.Store.OnError)
+	}
+	if c.Store.Memory.MaxKeys < 0 {
+		bad("store.memory.max_keys", "must be >= 0")
+	}
+	rc := c.Store.Redis
+	for i, a := range rc.Addrs {
+		checkAddr("store.redis.addrs["+strconv.Itoa(i)+"]", a)
+	}
+	if rc.Timeout <= 0 {
+		bad("store.redis.timeout", "must be > 0")
+	}
+	if strings.ContainsAny(rc.Prefix, "{}") {
+		bad("store.redis.prefix", "must not contain '{' or '}'")
+	}
+	if rc.DB < 0 {
+		bad("store.redis.db", "must be >= 0")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+
+	names := make([]string, 0, len(c.Policies))
+	for name := range c.Policies {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		path := "policies." + name
+		if !limiter.ValidName(name) {
+			bad(path, "policy names must match [A-Za-z0-9_-]+")
+			continue
+		}
+		pc := c.Policies[name]
+		if _, err := pc.policy(name); err != nil {
+			for _, e := range unjoin(err) {
+				var fe *limiter.FieldError
+				if errors.As(e, &fe) {
+					bad(path+"."+fe.Field, "%s", fe.Msg)
+				} else {
+					bad(path, "%v", e)
+				}
+			}
+		}
+		for i, spec := range pc.Key {
+			if _, err := middleware.ParseKeySource(spec, &middleware.IPResolver{}); err != nil {
+				bad(path+".key["+strconv.Itoa(i)+"]", "%v", err)
+			}
+		}
+		switch pc.OnMissingKey {
+		case "ip", "reject":
+		default:
+			bad(path+".on_missing_key", "must be ip or reject, got %q", pc.OnMissingKey)
+		}
+		for i, o := range pc.Overrides {
+			if o.Limit <= 0 {
+				bad(path+".overrides["+strconv.Itoa(i)+"].limit", "must be > 0")
+			}
+		}
+	}
+
+	seen := map[string]bool{}
+	for i, r := range c.Routes {
+		path := "routes[" + strconv.Itoa(i) + "]"
+		if !limiter.ValidName(r.Name) {
+			bad(path+".name", "must match [A-Za-z0-9_-]+, got %q", r.Name)
+		} else if seen[r.Name] {
+			bad(path+".name", "duplicate route name %q", r.Name)
+		}
+		seen[r.Name] = true
+		if !strings.HasPrefix(r.Match.PathPrefix, "/") {
+			bad(path+".match.path_prefix", "must start with /, got %q", r.Match.PathPrefix)
+		}
+		for j, m := range r.Match.Methods {
+			if m == "" || strings.ToUpper(m) != m || strings.ContainsAny(m, " \t/()<>@,;:\\\"[]?={}") {
+				bad(path+".match.methods["+strconv.Itoa(j)+"]", "must be an upper-case method token, got %q", m)
+			}
+		}
+		switch {
+		case r.Upstream == nil && r.Respond == nil:
+			bad(path, "needs an upstream or a respond")
+		case r.Upstream != nil && r.Respond != nil:
+			bad(path, "has both an upstream and a respond; choose one")
+		case r.Upstream != nil:
+			u, err := url.Parse(r.Upstream.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad(path+".upstream.url", "must be an http or https URL with a host, got %q", r.Upstream.URL)
+			}
+			if r.Upstream.Timeout < 0 {
+				bad(path+".upstream.timeout", "must be >= 0")
+			}
+		case r.Respond != nil:
+			if r.Respond.Status < 100 || r.Respond.Status > 599 {
+				bad(path+".respond.status", "must be between 100 and 599, got %d", r.Respond.Status)
+			}
+		}
+		for j, p := range r.Policies {
+			if _, ok := c.Policies[p]; !ok {
+				bad(path+".policies["+strconv.Itoa(j)+"]", "unknown policy %q", p)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	return nil
+}
+
+func unjoin(err error) []error {
+	if u, ok := err.(interface{ Unwrap() []error }); ok {
+		return u.Unwrap()
+	}
+	return []error{err}
+}
+
+// policy builds the limiter policy named name.
+func (pc PolicyConfig) policy(name string) (*limiter.Policy, error) {
+	p := &limiter.Policy{
+		Name:      name,
+		Algorithm: limiter.Algorithm(pc.Algorithm),
+		Limit:     pc.Limit,
+		Window:    pc.Window,
+		Buckets:   pc.Buckets,
+		Burst:     pc.Burst,
+		Shadow:    pc.Shadow,
+	}
+	if len(pc.Overrides) > 0 {
+		p.Overrides = make(map[string]int64, len(pc.Overrides))
+		for _, o := range pc.Overrides {
+			p.Overrides[o.Key] = o.Limit
+		}
+	}
+	return p, p.Validate()
+}

@@ -1,0 +1,498 @@
+// Package gateway is the Sluice program: configuration (koanf: YAML file
+// plus SLUICE_ environment overrides), the route table, the reverse proxy
+// and static routes behind the limiter, the authenticated admin API, metrics
+// and live reload.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/knadh/koanf/providers/file"
+
+	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/memstore"
+	"github.com/sluice-gateway/sluice/limiter/redisstore"
+	"github.com/sluice-gateway/sluice/middleware"
+)
+
+// Options configure a Gateway.
+type Options struct {
+	// ConfigPath is the YAML config file.
+	ConfigPath string
+	// Environ holds the environment overrides (KEY=value); nil means
+	// os.Environ.
+	Environ []string
+	// LogOutput receives the logs; nil means io.Discard.
+	LogOutput io.Writer
+	// Watch reloads the config when its file changes.
+	Watch bool
+}
+
+// Gateway is a running Sluice: a proxy listener and an admin listener over
+// a configuration that Reload replaces atomically.
+type Gateway struct {
+	opts      Options
+	log       atomic.Pointer[slog.Logger]
+	level     slog.LevelVar
+	metrics   *metrics
+	transport *http.Transport
+	buffers   *bufferPool
+	state     atomic.Pointer[state]
+	token     atomic.Pointer[string]
+	reloadMu  sync.Mutex
+	watcher   *file.File
+
+	proxyLn, adminLn   net.Listener
+	proxySrv, adminSrv *http.Server
+	serveErr           chan error
+	closeOnce          sync.Once
+}
+
+// state is everything a request needs, swapped whole by Reload.
+type state struct {
+	cfg      *Config
+	routes   routeTable
+	policies map[string]*limiter.Policy
+	names    []string // policy names, sorted
+	store    limiter.Store
+	ip       *middleware.IPResolver
+}
+
+// New loads the config and builds a Gateway; Start opens its listeners.
+func New(opts Options) (*Gateway, error) {
+	g := &Gateway{opts: opts, metrics: newMetrics(), transport: newTransport(), buffers: newBufferPool(), serveErr: make(chan error, 2)}
+	if g.opts.LogOutput == nil {
+		g.opts.LogOutput = io.Discard
+	}
+	g.log.Store(slog.New(slog.NewTextHandler(g.opts.LogOutput, &slog.HandlerOptions{Level: &g.level})))
+	cfg, err := Load(opts.ConfigPath, opts.Environ, g.log.Load())
+	if err != nil {
+		return nil, err
+	}
+	g.setLogger(cfg)
+	st, err := g.buildState(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	g.state.Store(st)
+	g.setToken(cfg)
+	return g, nil
+}
+
+func (g *Gateway) setLogger(cfg *Config) {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
+	g.level.Set(lvl)
+	ho := &slog.HandlerOptions{Level: &g.level}
+	if cfg.Log.Format == "json" {
+		g.log.Store(slog.New(slog.NewJSONHandler(g.opts.LogOutput, ho)))
+	} else {
+		g.log.Store(slog.New(slog.NewTextHandler(g.opts.LogOutput, ho)))
+	}
+}
+
+// setToken takes the admin token from cfg, or makes a random one (once)
+// and logs it.
+func (g *Gateway) setToken(cfg *Config) {
+	if cfg.Admin.Token != "" {
+		t := cfg.Admin.Token
+		g.token.Store(&t)
+		return
+	}
+	if old := g.token.Load(); old != nil && g.state.Load() != nil && g.state.Load().cfg.Admin.Token == "" {
+		return // keep the generated one across reloads
+	}
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	t := hex.EncodeToString(b[:])
+	g.token.Store(&t)
+	g.log.Load().Warn("admin.token is empty; generated a random admin token", "token", t)
+}
+
+// buildStore returns the store cfg describes.
+func buildStore(cfg StoreConfig) (limiter.Store, error) {
+	if cfg.Backend == "redis" {
+		rc := cfg.Redis
+		return redisstore.New(nil, redisstore.Options{
+			Addrs: rc.Addrs, Cluster: rc.Cluster, MasterName: rc.MasterName,
+			Username: rc.Username, Password: rc.Password, DB: rc.DB, TLS: rc.TLS,
+			Timeout: rc.Timeout, Prefix: rc.Prefix,
+		})
+	}
+	return memstore.New(memstore.Options{MaxKeys: cfg.Memory.MaxKeys}), nil
+}
+
+// buildState compiles cfg. It reuses prev's store when the store config did
+// not change.
+func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
+	st := &state{cfg: cfg, policies: map[string]*limiter.Policy{}}
+	ip, err := middleware.NewIPResolver(cfg.TrustedProxies, cfg.IPv6Prefix)
+	if err != nil {
+		return nil, err
+	}
+	st.ip = ip
+	if prev != nil && reflect.DeepEqual(prev.cfg.Store, cfg.Store) {
+		st.store = prev.store
+	} else if st.store, err = buildStore(cfg.Store); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	fail := func(err error) (*state, error) {
+		if prev == nil || st.store != prev.store {
+			st.store.Close()
+		}
+		return nil, err
+	}
+	keySources := map[string][]middleware.KeySource{}
+	for name, pc := range cfg.Policies {
+		p, err := pc.policy(name)
+		if err != nil {
+			return fail(fmt.Errorf("policies.%s: %w", name, err))
+		}
+		st.policies[name] = p
+		st.names = append(st.names, name)
+		for _, spec := range pc.Key {
+			src, err := middleware.ParseKeySource(spec, ip)
+			if err != nil {
+				return fail(fmt.Errorf("policies.%s.key: %w", name, err))
+			}
+			keySources[name] = append(keySources[name], src)
+		}
+	}
+	sortStrings(st.names)
+	onError := middleware.ErrorHandler(middleware.FailOpen)
+	if cfg.Store.OnError == "deny" {
+		onError = func(w http.ResponseWriter, r *http.Request, err error) bool {
+			middleware.WriteJSONError(w, http.StatusServiceUnavailable, "rate limiter unavailable")
+			return false
+		}
+	}
+	var routes []*route
+	for _, rc := range cfg.Routes {
+		rt := &route{name: rc.Name, prefix: rc.Match.PathPrefix, host: hostOnly(rc.Match.Host), methods: rc.Match.Methods, respond: rc.Respond}
+		if rt.prefix != "/" {
+			rt.prefix = strings.TrimSuffix(rt.prefix, "/")
+		}
+		if rc.Upstream != nil {
+			if rt.proxy, err = g.newProxy(rc.Name, rt.prefix, rc.Upstream, ip, len(cfg.TrustedProxies) > 0); err != nil {
+				return fail(fmt.Errorf("routes %s: %w", rc.Name, err))
+			}
+		}
+		if len(rc.Policies) > 0 {
+			var rules []middleware.Rule
+			for _, name := range rc.Policies {
+				pc := cfg.Policies[name]
+				rule := middleware.Rule{Policy: st.policies[name], Keys: keySources[name]}
+				if pc.OnMissingKey == "reject" {
+					rule.OnMissingKey = middleware.MissingKeyReject
+				}
+				rules = append(rules, rule)
+			}
+			rt.limiter, err = middleware.New(st.store, rules,
+				middleware.WithIPResolver(ip),
+				middleware.WithErrorHandler(onError),
+				middleware.WithObserver(g.metrics.observe))
+			if err != nil {
+				return fail(fmt.Errorf("routes %s: %w", rc.Name, err))
+			}
+		}
+		routes = append(routes, rt)
+	}
+	st.routes = newRouteTable(routes)
+	return st, nil
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// Reload loads the config file again and, when it is valid, replaces the
+// running config atomically; in-flight requests finish on the old one. An
+// invalid config is logged and counted, and the old one stays in force.
+func (g *Gateway) Reload() error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	log := g.log.Load()
+	prev := g.state.Load()
+	cfg, err := Load(g.opts.ConfigPath, g.opts.Environ, log)
+	var st *state
+	if err == nil {
+		st, err = g.buildState(cfg, prev)
+	}
+	if err != nil {
+		g.metrics.reloads.WithLabelValues("error").Inc()
+		log.Error("config reload failed; the old config stays in force", "path", g.opts.ConfigPath, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return err
+	}
+	if cfg.Listen != prev.cfg.Listen || cfg.Admin.Listen != prev.cfg.Admin.Listen {
+		log.Warn("listen addresses change only on restart", "listen", prev.cfg.Listen, "admin.listen", prev.cfg.Admin.Listen)
+	}
+	g.setLogger(cfg)
+	g.state.Store(st)
+	g.setToken(cfg)
+	if st.store != prev.store {
+		// Requests that loaded the old state may still be using its store.
+		old := prev.store
+		time.AfterFunc(2*time.Second+cfg.Store.Redis.Timeout, func() { old.Close() })
+	}
+	g.metrics.reloads.WithLabelValues("success").Inc()
+	g.log.Load().Info("config reloaded", "path", g.opts.ConfigPath, "routes", len(st.routes), "policies", len(st.policies))
+	return nil
+}
+
+// Start opens both listeners and serves in the background.
+func (g *Gateway) Start() error {
+	cfg := g.state.Load().cfg
+	var err error
+	if g.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if g.adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+		g.proxyLn.Close()
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	g.proxySrv = &http.Server{
+		Handler:           g.proxyHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(g.log.Load().Handler(), slog.LevelDebug),
+	}
+	g.adminSrv = &http.Server{
+		Handler:           g.adminHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	go func() { g.serveErr <- serve(g.proxySrv, g.proxyLn) }()
+	go func() { g.serveErr <- serve(g.adminSrv, g.adminLn) }()
+	if g.opts.Watch {
+		g.watch()
+	}
+	g.log.Load().Info("sluice listening", "proxy", g.proxyLn.Addr().String(), "admin", g.adminLn.Addr().String(), "store", cfg.Store.Backend)
+	return nil
+}
+
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// watch reloads on changes of the config file.
+func (g *Gateway) watch() {
+	path, err := filepath.Abs(g.opts.ConfigPath)
+	if err != nil {
+		g.log.Load().Warn("not watching the config file", "err", err)
+		return
+	}
+	g.watcher = file.Provider(path)
+	var mu sync.Mutex
+	var pending *time.Timer
+	err = g.watcher.Watch(func(_ any, err error) {
+		if err != nil {
+			g.log.Load().Warn("config watch", "err", err)
+			return
+		}
+		// Editors write a file in several steps; reload once they settle.
+		mu.Lock()
+		defer mu.Unlock()
+		if pending != nil {
+			pending.Stop()
+		}
+		pending = time.AfterFunc(100*time.Millisecond, func() { _ = g.Reload() })
+	})
+	if err != nil {
+		g.log.Load().Warn("not watching the config file", "err", err)
+		g.watcher = nil
+	}
+}
+
+// ProxyAddr returns the proxy listener's address once started.
+func (g *Gateway) ProxyAddr() string { return g.proxyLn.Addr().String() }
+
+// AdminAddr returns the admin listener's address once started.
+func (g *Gateway) AdminAddr() string { return g.adminLn.Addr().String() }
+
+// AdminToken returns the admin token in force.
+func (g *Gateway) AdminToken() string { return *g.token.Load() }
+
+// Shutdown stops accepting connections, waits for in-flight requests until
+// ctx ends, and closes the store.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	var err error
+	g.closeOnce.Do(func() {
+		if g.watcher != nil {
+			_ = g.watcher.Unwatch()
+		}
+		errs := []error{}
+		if g.proxySrv != nil {
+			errs = append(errs, g.proxySrv.Shutdown(ctx), g.adminSrv.Shutdown(ctx))
+		}
+		g.transport.CloseIdleConnections()
+		errs = append(errs, g.state.Load().store.Close())
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+// Run starts the gateway and serves until ctx ends, then drains in-flight
+// requests within shutdown_timeout.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.Start(); err != nil {
+		g.state.Load().store.Close()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-g.serveErr:
+		if err != nil {
+			_ = g.Shutdown(context.Background())
+			return err
+		}
+	}
+	timeout := g.state.Load().cfg.ShutdownTimeout
+	g.log.Load().Info("shutting down", "drain_timeout", timeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return g.Shutdown(sctx)
+}
+
+// proxyHandler is the Gin engine of the proxy listener.
+func (g *Gateway) proxyHandler() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	e.HandleMethodNotAllowed = false
+	e.ContextWithFallback = true
+	_ = e.SetTrustedProxies(nil)
+	e.Use(g.accessLog, g.recovery)
+	e.NoRoute(g.serveRequest)
+	return e
+}
+
+const (
+	ctxRoute    = "sluice.route"
+	ctxDecision = "sluice.decision"
+)
+
+// serveRequest routes, limits and then proxies or answers one request.
+func (g *Gateway) serveRequest(c *gin.Context) {
+	st := g.state.Load()
+	rt, allow := st.routes.match(c.Request)
+	if rt == nil {
+		if len(allow) > 0 {
+			c.Header("Allow", strings.Join(dedupe(allow), ", "))
+			middleware.WriteJSONError(c.Writer, http.StatusMethodNotAllowed, "method not allowed")
+			return
+		}
+		middleware.WriteJSONError(c.Writer, http.StatusNotFound, "no route")
+		return
+	}
+	c.Set(ctxRoute, rt.name)
+	if rt.limiter != nil {
+		proceed, decision := rt.limiter.CheckDecision(c.Writer, c.Request)
+		c.Set(ctxDecision, decision)
+		if !proceed {
+			c.Abort()
+			return
+		}
+	}
+	if rt.respond != nil {
+		c.Writer.Header().Set("Content-Type", rt.respond.ContentType)
+		c.Writer.WriteHeader(rt.respond.Status)
+		if c.Request.Method != http.MethodHead {
+			_, _ = io.WriteString(c.Writer, rt.respond.Body)
+		}
+		return
+	}
+	start := time.Now()
+	defer func() { g.metrics.upstream.WithLabelValues(rt.name).Observe(time.Since(start).Seconds()) }()
+	rt.proxy.ServeHTTP(c.Writer, c.Request)
+}
+
+func dedupe(s []string) []string {
+	seen := map[string]bool{}
+	out := s[:0:0]
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// recovery turns a panic into a 500, except http.ErrAbortHandler, which it
+// lets through so net/http aborts the connection and the client sees a
+// truncated body as an error (Gin's own Recovery swallows it).
+func (g *Gateway) recovery(c *gin.Context) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+			panic(v)
+		}
+		g.log.Load().Error("panic serving a request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if !c.Writer.Written() {
+			middleware.WriteJSONError(c.Writer, http.StatusInternalServerError, "internal error")
+		}
+		c.Abort()
+	}()
+	c.Next()
+}
+
+// accessLog counts every request and logs one line for it, even when a
+// panic aborts it.
+func (g *Gateway) accessLog(c *gin.Context) {
+	start := time.Now()
+	defer func() {
+		route := c.GetString(ctxRoute)
+		if route == "" {
+			route = "none"
+		}
+		status := c.Writer.Status()
+		g.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		st := g.state.Load()
+		if st.cfg.Log.Access != nil && !*st.cfg.Log.Access {
+			return
+		}
+		decision := c.GetString(ctxDecision)
+		if decision == "" {
+			decision = "none"
+		}
+		g.log.Load().LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
+			slog.String("method", c.Request.Method),
+			slog.String("path", c.Request.URL.Path),
+			slog.String("route", route),
+			slog.Int("status", status),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("decision", decision))
+	}()
+	c.Next()
+}

@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sluice-gateway/sluice/middleware"
+)
+
+// metrics are the gateway's Prometheus series; the names are fixed by the
+// design. Each Gateway has its own registry.
+type metrics struct {
+	registry        *prometheus.Registry
+	requests        *prometheus.CounterVec
+	decisions       *prometheus.CounterVec
+	limiterDuration prometheus.Histogram
+	upstream        *prometheus.HistogramVec
+	storeErrors     prometheus.Counter
+	reloads         *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_requests_total",
+			Help: "Requests on the proxy listener by route and status code.",
+		}, []string{"route", "code"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_decisions_total",
+			Help: "Limiter decisions by policy: allowed, rejected, shadow_rejected or error.",
+		}, []string{"policy", "decision"}),
+		limiterDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_limiter_duration_seconds",
+			Help:    "Time spent deciding one request, store calls included.",
+			Buckets: []float64{5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25},
+		}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sluice_upstream_duration_seconds",
+			Help:    "Time from sending a request upstream to the end of its response, by route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_store_errors_total",
+			Help: "Limiter store calls that failed.",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_config_reloads_total",
+			Help: "Config reloads by result: success or error.",
+		}, []string{"result"}),
+	}
+	m.registry.MustRegister(m.requests, m.decisions, m.limiterDuration, m.upstream, m.storeErrors, m.reloads,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("error")
+	return m
+}
+
+// observe counts one request's decisions.
+func (m *metrics) observe(e middleware.Event) {
+	for i, p := range e.Policies {
+		m.decisions.WithLabelValues(p, e.Decisions[i]).Inc()
+	}
+	if e.Err != nil {
+		m.storeErrors.Inc()
+	}
+	m.limiterDuration.Observe(e.Duration.Seconds())
+}

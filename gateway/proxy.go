@@ -1,0 +1,230 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sluice-gateway/sluice/middleware"
+)
+
+// route is one compiled entry of the route table.
+type route struct {
+	name    string
+	prefix  string // without a trailing slash, except "/"
+	host    string // lower case, no port; empty matches any host
+	methods []string
+	proxy   *httputil.ReverseProxy
+	respond *RespondConfig
+	limiter *middleware.Limiter // nil when the route has no policies
+}
+
+// matchPath reports whether path lies under prefix in whole segments.
+func matchPath(prefix, path string) bool {
+	if prefix == "/" {
+		return true
+	}
+	if !strings.HasPrefix(path, prefix) {
+		return false
+	}
+	return len(path) == len(prefix) || path[len(prefix)] == '/'
+}
+
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
+// routeTable finds the route for a request: the longest matching prefix
+// (host-specific routes first at equal length) whose methods allow it.
+type routeTable []*route
+
+func newRouteTable(routes []*route) routeTable {
+	t := routeTable(routes)
+	sort.SliceStable(t, func(i, j int) bool {
+		if len(t[i].prefix) != len(t[j].prefix) {
+			return len(t[i].prefix) > len(t[j].prefix)
+		}
+		return t[i].host != "" && t[j].host == ""
+	})
+	return t
+}
+
+// match returns the route for r, or nil and the methods that the path
+// would allow (nil when no route matches the path at all).
+func (t routeTable) match(r *http.Request) (*route, []string) {
+	host := ""
+	var allow []string
+	for _, rt := range t {
+		if rt.host != "" {
+			if host == "" {
+				host = hostOnly(r.Host)
+			}
+			if rt.host != host {
+				continue
+			}
+		}
+		if !matchPath(rt.prefix, r.URL.Path) {
+			continue
+		}
+		if len(rt.methods) == 0 {
+			return rt, nil
+		}
+		for _, m := range rt.methods {
+			if m == r.Method || (r.Method == http.MethodHead && m == http.MethodGet) {
+				return rt, nil
+			}
+		}
+		allow = append(allow, rt.methods...)
+	}
+	return nil, allow
+}
+
+// bufferPool hands the proxy 32 KiB copy buffers instead of allocating one
+// per response.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+
+// newTransport returns the one Transport every upstream shares, tuned for a
+// proxy: many idle connections per host, no transparent compression, no
+// environment proxy.
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          2048,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       60 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+		ReadBufferSize:        16 << 10,
+		WriteBufferSize:       16 << 10,
+	}
+}
+
+// errUpstreamTimeout is the cause of a request whose upstream did not send
+// response headers within the route's timeout.
+var errUpstreamTimeout = errors.New("upstream timed out")
+
+// headerTimeout bounds the time to response headers, leaving the body (a
+// stream, a WebSocket) unbounded.
+type headerTimeout struct {
+	rt      http.RoundTripper
+	timeout time.Duration
+}
+
+func (h headerTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
+	if h.timeout <= 0 {
+		return h.rt.RoundTrip(req)
+	}
+	ctx, cancel := context.WithCancelCause(req.Context())
+	timer := time.AfterFunc(h.timeout, func() { cancel(errUpstreamTimeout) })
+	resp, err := h.rt.RoundTrip(req.WithContext(ctx))
+	if !timer.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel(nil)
+		return nil, errUpstreamTimeout
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+		resp.Body = &cancelRWC{ReadWriteCloser: rwc, cancel: cancel}
+	} else {
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	}
+	return resp, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// cancelRWC keeps an upgraded connection's body writable, as the proxy needs
+// for a 101 Switching Protocols.
+type cancelRWC struct {
+	io.ReadWriteCloser
+	cancel context.CancelCauseFunc
+}
+
+func (b *cancelRWC) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
+// newProxy returns the reverse proxy of one upstream route.
+func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middleware.IPResolver, trusted bool) (*httputil.ReverseProxy, error) {
+	target, err := url.Parse(up.URL)
+	if err != nil {
+		return nil, err
+	}
+	strip := up.StripPrefix && prefix != "/"
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			if strip {
+				pr.Out.URL.Path = ensureSlash(strings.TrimPrefix(pr.In.URL.Path, prefix))
+				pr.Out.URL.RawPath = ""
+				if raw := pr.In.URL.RawPath; raw != "" && strings.HasPrefix(raw, prefix) {
+					pr.Out.URL.RawPath = ensureSlash(raw[len(prefix):])
+				}
+			}
+			pr.SetURL(target)
+			// Extend the forwarding chain only when it came from a trusted
+			// proxy; otherwise the client could write its own history.
+			if trusted && ip != nil && ip.TrustsPeer(pr.In) {
+				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			}
+			pr.SetXForwarded()
+		},
+		Transport:  headerTimeout{rt: g.transport, timeout: up.Timeout},
+		BufferPool: g.buffers,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			status, msg := http.StatusBadGateway, "upstream unreachable"
+			var nerr net.Error
+			if errors.Is(err, errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
+				status, msg = http.StatusGatewayTimeout, "upstream timed out"
+			}
+			if r.Context().Err() != nil {
+				msg = "client went away"
+			}
+			g.log.Load().Debug("upstream error", "route", name, "err", err)
+			middleware.WriteJSONError(w, status, msg)
+		},
+	}, nil
+}
+
+func ensureSlash(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		return "/" + p
+	}
+	return p
+}

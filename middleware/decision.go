@@ -1,0 +1,10 @@
+package middleware
+
+// Summary labels of CheckDecision beyond the per-policy ones.
+const (
+	// DecisionSkipped: the skip function exempted the request, or the
+	// limiter has no rules.
+	DecisionSkipped = "skipped"
+	// DecisionMissingKey: no key source was present and the rule rejects.
+	DecisionMissingKey = "missing_key"
+)
