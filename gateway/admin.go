@@ -42,14 +42,47 @@ func (g *Gateway) adminHandler() http.Handler {
 	v1.HandleFunc("DELETE /v1/counters/{name}", g.deleteCounter)
 	v1.HandleFunc("POST /v1/counters/{name}/increment", g.stepCounter(1))
 	v1.HandleFunc("POST /v1/counters/{name}/decrement", g.stepCounter(-1))
-	v1.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint")
+	mux.Handle("/v1/", g.authenticate(jsonErrors(v1)))
+	return jsonErrors(mux)
+}
+
+// jsonErrors answers the requests that mux has no pattern for (404, or 405
+// with its Allow header) with the admin API's JSON error shape.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(&errorRewriter{ResponseWriter: w}, r)
 	})
-	mux.Handle("/v1/", g.authenticate(v1))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint")
-	})
-	return mux
+}
+
+// errorRewriter replaces a plain-text error body with {"error": ...}.
+type errorRewriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (e *errorRewriter) WriteHeader(code int) {
+	if e.wrote {
+		return
+	}
+	e.wrote = true
+	msg := "no such endpoint"
+	if code == http.StatusMethodNotAllowed {
+		msg = "method not allowed"
+	}
+	e.Header().Del("X-Content-Type-Options")
+	writeError(e.ResponseWriter, code, msg)
+}
+
+func (e *errorRewriter) Write(b []byte) (int, error) {
+	if !e.wrote {
+		e.WriteHeader(http.StatusNotFound)
+	}
+	return len(b), nil
 }
 
 // authenticate requires "Authorization: Bearer <token>", compared in

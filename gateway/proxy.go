@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -206,6 +207,7 @@ func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middlewa
 			pr.SetXForwarded()
 		},
 		Transport:  headerTimeout{rt: g.transport, timeout: up.Timeout},
+		ErrorLog:   slog.NewLogLogger(g.log.Load().Handler(), slog.LevelDebug),
 		BufferPool: g.buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			status, msg := http.StatusBadGateway, "upstream unreachable"
