@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -213,6 +214,11 @@ func Load(path string, environ []string, log *slog.Logger) (*Config, error) {
 	return &cfg, nil
 }
 
+var (
+	decodeErrRE = regexp.MustCompile(`^'([^']+)' (.*)$`)
+	mapIndexRE  = regexp.MustCompile(`\[[^\]]*\]`)
+)
+
 // decodeErrors turns mapstructure's errors into one error per field.
 func decodeErrors(err error) []error {
 	var out []error
@@ -220,6 +226,16 @@ func decodeErrors(err error) []error {
 		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "* "))
 		if line == "" || strings.HasSuffix(line, "error(s) decoding:") || strings.HasPrefix(line, "decoding failed") {
 			continue
+		}
+		if m := decodeErrRE.FindStringSubmatch(line); m != nil {
+			path := mapIndexRE.ReplaceAllStringFunc(m[1], func(s string) string {
+				inner := s[1 : len(s)-1]
+				if _, err := strconv.Atoi(inner); err == nil {
+					return s
+				}
+				return "." + inner
+			})
+			line = path + ": " + m[2]
 		}
 		out = append(out, errors.New(line))
 	}

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func startGateway(t *testing.T, cfg string, environ ...string) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, g: g, path: path, proxy: "http://" + g.ProxyAddr(), admin: "http://" + g.AdminAddr(), token: g.AdminToken(), logs: logs,
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}}
+		client: newClient()}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -76,6 +77,10 @@ func startGateway(t *testing.T, cfg string, environ ...string) *harness {
 		h.client.CloseIdleConnections()
 	})
 	return h
+}
+
+func newClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}
 }
 
 func (h *harness) do(method, url string, body string, hdr ...string) (*http.Response, string) {
@@ -156,8 +161,12 @@ func newUpstream(t *testing.T) *httptest.Server {
 		})
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
+		wait := 3 * time.Second
+		if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
+			wait = time.Duration(ms) * time.Millisecond
+		}
 		select {
-		case <-time.After(3 * time.Second):
+		case <-time.After(wait):
 		case <-r.Context().Done():
 		}
 		_, _ = io.WriteString(w, "late")

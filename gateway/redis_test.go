@@ -1,0 +1,74 @@
+package gateway_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-gateway/sluice/limiter/limitertest"
+)
+
+func redisStoreConfig(addr string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf(`{ backend: redis, redis: { addrs: [%q], timeout: 500ms, prefix: "sluicetest:%s:" } }`, addr, hex.EncodeToString(b[:]))
+}
+
+func TestRedisLimitingAndAdmin(t *testing.T) {
+	t.Parallel()
+	addr := limitertest.RedisAddr(t)
+	up := newUpstream(t)
+	t.Run("limiting", func(t *testing.T) {
+		testLimiting(t, startGateway(t, proxyConfig(up.URL, redisStoreConfig(addr))))
+	})
+	t.Run("admin", func(t *testing.T) {
+		testAdminAPI(t, startGateway(t, proxyConfig(up.URL, redisStoreConfig(addr))))
+	})
+}
+
+func TestRedisClusterLimiting(t *testing.T) {
+	t.Parallel()
+	addrs := limitertest.ClusterAddrs(t)
+	up := newUpstream(t)
+	store := strings.Replace(redisStoreConfig(addrs[0]), fmt.Sprintf("[%q]", addrs[0]), `["`+strings.Join(addrs, `","`)+`"]`, 1)
+	h := startGateway(t, proxyConfig(up.URL, store))
+	testLimiting(t, h)
+}
+
+// TestRedisDown: with Redis unreachable, on_error decides, within the store
+// timeout, and /readyz and the error counter tell the truth.
+func TestRedisDown(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	for _, tc := range []struct {
+		onError string
+		want    int
+	}{{"allow", 200}, {"deny", 503}} {
+		t.Run(tc.onError, func(t *testing.T) {
+			store := fmt.Sprintf(`{ backend: redis, on_error: %s, redis: { addrs: ["127.0.0.1:1"], timeout: 100ms } }`, tc.onError)
+			h := startGateway(t, proxyConfig(up.URL, store))
+			for range 3 {
+				start := time.Now()
+				resp, body := h.get("/limited/x")
+				if took := time.Since(start); took > 2*time.Second {
+					t.Fatalf("took %v with a 100ms store timeout", took)
+				}
+				wantStatus(t, resp, body, tc.want)
+				if tc.want == 503 {
+					wantJSONError(t, resp, body, 503)
+				}
+			}
+			resp, body := h.do("GET", h.admin+"/readyz", "")
+			wantStatus(t, resp, body, 503)
+			if got := metric(t, h, "sluice_store_errors_total"); got != "3" {
+				t.Fatalf("sluice_store_errors_total %q, want 3", got)
+			}
+			if got := metric(t, h, `sluice_decisions_total{decision="error",policy="wide"}`); got != "3" {
+				t.Fatalf("error decisions %q, want 3", got)
+			}
+		})
+	}
+}
