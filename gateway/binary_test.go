@@ -1,9 +1,9 @@
 package gateway_test
 
 import (
-	"errors"
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -197,4 +197,3 @@ func TestBinaryValidate(t *testing.T) {
 		}
 	}
 }
-
