@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,13 +79,18 @@ func realHarness(t *testing.T, client redis.UniversalClient) *limitertest.Harnes
 	if err != nil {
 		t.Fatal(err)
 	}
+	// scan calls fn for every key of this harness, one call at a time
+	// (ForEachMaster runs the masters concurrently).
+	var scanMu sync.Mutex
 	scan := func(fn func(ctx context.Context, c *redis.Client, key string)) {
 		ctx := context.Background()
 		each := func(ctx context.Context, c *redis.Client) error {
 			for _, pattern := range []string{prefix + "*", "rate:" + prefix + "*"} {
 				iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
 				for iter.Next(ctx) {
+					scanMu.Lock()
 					fn(ctx, c, iter.Val())
+					scanMu.Unlock()
 				}
 				if err := iter.Err(); err != nil {
 					t.Error(err)
