@@ -44,7 +44,7 @@ func bound(b *int64) string {
 	return strconv.FormatInt(*b, 10)
 }
 
-func (c *counters) Add(ctx context.Context, name string, delta int64) (limiter.Counter, error) {
+func (c *counters) add(ctx context.Context, name string, delta int64) (limiter.Counter, error) {
 	if !limiter.ValidCounterName(name) {
 		return limiter.Counter{}, fmt.Errorf("counter name %q is not valid", name)
 	}
@@ -95,7 +95,7 @@ func (c *counters) decode(name string, value, lo, hi any) (limiter.Counter, erro
 	return out, nil
 }
 
-func (c *counters) Get(ctx context.Context, name string) (limiter.Counter, error) {
+func (c *counters) get(ctx context.Context, name string) (limiter.Counter, error) {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	v, err := c.client.HMGet(ctx, c.key(name), "v", "min", "max").Result()
@@ -108,7 +108,7 @@ func (c *counters) Get(ctx context.Context, name string) (limiter.Counter, error
 	return c.decode(name, v[0], v[1], v[2])
 }
 
-func (c *counters) Set(ctx context.Context, v limiter.Counter) (limiter.Counter, error) {
+func (c *counters) set(ctx context.Context, v limiter.Counter) (limiter.Counter, error) {
 	if err := v.Check(); err != nil {
 		return limiter.Counter{}, err
 	}
@@ -124,7 +124,7 @@ func (c *counters) Set(ctx context.Context, v limiter.Counter) (limiter.Counter,
 	return v, nil
 }
 
-func (c *counters) Delete(ctx context.Context, name string) error {
+func (c *counters) delete(ctx context.Context, name string) error {
 	ctx, cancel := c.ctx(ctx)
 	defer cancel()
 	if err := c.client.Del(ctx, c.key(name)).Err(); err != nil {
@@ -136,7 +136,7 @@ func (c *counters) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
-func (c *counters) List(ctx context.Context) ([]limiter.Counter, error) {
+func (c *counters) list(ctx context.Context) ([]limiter.Counter, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*c.timeout)
 	defer cancel()
 	names, err := c.client.SMembers(ctx, c.names()).Result()
@@ -167,4 +167,30 @@ func (c *counters) List(ctx context.Context) ([]limiter.Counter, error) {
 		out = append(out, cv)
 	}
 	return out, nil
+}
+
+// The exported methods go through the store's circuit breaker.
+
+func (c *counters) Add(ctx context.Context, name string, delta int64) (v limiter.Counter, err error) {
+	err = (*Store)(c).guard(ctx, func() error { v, err = c.add(ctx, name, delta); return err })
+	return v, err
+}
+
+func (c *counters) Get(ctx context.Context, name string) (v limiter.Counter, err error) {
+	err = (*Store)(c).guard(ctx, func() error { v, err = c.get(ctx, name); return err })
+	return v, err
+}
+
+func (c *counters) Set(ctx context.Context, in limiter.Counter) (v limiter.Counter, err error) {
+	err = (*Store)(c).guard(ctx, func() error { v, err = c.set(ctx, in); return err })
+	return v, err
+}
+
+func (c *counters) Delete(ctx context.Context, name string) error {
+	return (*Store)(c).guard(ctx, func() error { return c.delete(ctx, name) })
+}
+
+func (c *counters) List(ctx context.Context) (v []limiter.Counter, err error) {
+	err = (*Store)(c).guard(ctx, func() error { v, err = c.list(ctx); return err })
+	return v, err
 }

@@ -28,9 +28,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -67,6 +71,12 @@ type Options struct {
 	// PoolSize is the connection pool size per node; zero means go-redis's
 	// default (10 per CPU).
 	PoolSize int
+	// BreakerThreshold is how many consecutive failed calls open the
+	// circuit breaker; zero means 5, negative disables the breaker.
+	BreakerThreshold int
+	// BreakerInterval is how long the breaker stays open before one call
+	// probes Redis again; zero means 250ms.
+	BreakerInterval time.Duration
 	// Clock replaces the calibrated server clock; for tests.
 	Clock func() time.Time
 }
@@ -118,6 +128,7 @@ type Store struct {
 	done     chan struct{}
 	closing  sync.Once
 	owns     bool
+	breaker  *breaker // nil when disabled
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -145,6 +156,16 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 	}
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout
+	}
+	if o.BreakerThreshold >= 0 {
+		threshold, interval := o.BreakerThreshold, o.BreakerInterval
+		if threshold == 0 {
+			threshold = 5
+		}
+		if interval <= 0 {
+			interval = 250 * time.Millisecond
+		}
+		s.breaker = newBreaker(threshold, interval)
 	}
 	s.rate = redis_rate.NewLimiter(s.client)
 	var b [6]byte
@@ -233,7 +254,51 @@ func (s *Store) Close() error {
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	return s.client.Ping(ctx).Err()
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return err
+	}
+	if s.breaker != nil && s.breaker.open() {
+		s.breaker.failures.Store(0)
+		s.breaker.openUntil.Store(0)
+	}
+	return nil
+}
+
+// isFailure reports whether err means Redis is unreachable or unwell: a
+// network error, a timeout, a closed or exhausted pool, or a server that is
+// loading or has lost its cluster. Answers (a missing key, a script error, a
+// counter bound) and callers that gave up are not failures.
+func isFailure(ctx context.Context, err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.Canceled) && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+		return false // the caller went away
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		msg := rerr.Error()
+		return strings.HasPrefix(msg, "LOADING") || strings.HasPrefix(msg, "CLUSTERDOWN") || strings.HasPrefix(msg, "MASTERDOWN") || strings.HasPrefix(msg, "TRYAGAIN")
+	}
+	var nerr net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// guard runs call unless the circuit breaker is open, and records whether
+// Redis failed.
+func (s *Store) guard(ctx context.Context, call func() error) error {
+	if s.breaker == nil {
+		return call()
+	}
+	ok, probe := s.breaker.allow()
+	if !ok {
+		return ErrUnavailable
+	}
+	err := call()
+	s.breaker.done(probe, isFailure(ctx, err))
+	return err
 }
 
 func algoCode(a limiter.Algorithm) string {
@@ -322,6 +387,15 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	if cost < 1 {
 		return limiter.Decision{}, limiter.ErrInvalidCost
 	}
+	var d limiter.Decision
+	err := s.guard(ctx, func() (err error) {
+		d, err = s.allow(ctx, p, key, cost)
+		return err
+	})
+	return d, err
+}
+
+func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	storeKey := limiter.StoreKey(key)
@@ -425,6 +499,10 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	if c.Cost <= 0 {
 		return nil
 	}
+	return s.guard(ctx, func() error { return s.refund(ctx, p, key, c) })
+}
+
+func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	name := s.keyName(p, limiter.StoreKey(key))
@@ -453,10 +531,14 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 
 // Peek implements limiter.Store.
 func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limiter.Usage, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	storeKey := limiter.StoreKey(key)
-	u, err := s.peek(ctx, p, storeKey, p.LimitFor(key))
+	var u limiter.Usage
+	err := s.guard(ctx, func() (err error) {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+		u, err = s.peek(ctx, p, storeKey, p.LimitFor(key))
+		return err
+	})
 	if err != nil {
 		return u, fmt.Errorf("redis peek: %w", err)
 	}
@@ -491,6 +573,10 @@ func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, li
 
 // Reset implements limiter.Store.
 func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error {
+	return s.guard(ctx, func() error { return s.reset(ctx, p, key) })
+}
+
+func (s *Store) reset(ctx context.Context, p *limiter.Policy, key string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	name := s.keyName(p, limiter.StoreKey(key))
@@ -509,6 +595,15 @@ func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error 
 // Keys implements limiter.Store. It reads the policy's index shards, drops
 // entries too old to be active, and peeks every remaining key.
 func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) ([]limiter.Usage, error) {
+	var out []limiter.Usage
+	err := s.guard(ctx, func() (err error) {
+		out, err = s.keys(ctx, p, limit)
+		return err
+	})
+	return out, err
+}
+
+func (s *Store) keys(ctx context.Context, p *limiter.Policy, limit int) ([]limiter.Usage, error) {
 	now := s.clock().UnixNano()
 	horizon := float64((now - int64(p.Window+2*p.BucketSize()+registerEvery(p))) / 1e6)
 	var candidates []string
