@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go.uber.org/goleak"
 	"io"
 	"os"
 	"os/exec"
@@ -47,6 +48,17 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
+	}
+	if code == 0 {
+		// Every gateway a test started has been shut down: nothing of
+		// theirs may still run.
+		// The test clients' idle keep-alive connections are theirs, not the
+		// gateway's.
+		if err := goleak.Find(goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop")); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
 	}
 	os.Exit(code)
 }

@@ -1,0 +1,101 @@
+package gateway_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-gateway/sluice/internal/faultproxy"
+	"github.com/sluice-gateway/sluice/limiter/limitertest"
+)
+
+// TestRedisFaults drives a gateway whose Redis sits behind a fault proxy:
+// while Redis hangs, on_error decides every request within the store
+// timeout; /readyz and sluice_store_errors_total tell the truth; service is
+// normal within 1s of Redis coming back.
+func TestRedisFaults(t *testing.T) {
+	t.Parallel()
+	addr := limitertest.RedisAddr(t)
+	up := newUpstream(t)
+	for _, tc := range []struct {
+		onError string
+		down    int
+	}{{"allow", 200}, {"deny", 503}} {
+		t.Run(tc.onError, func(t *testing.T) {
+			t.Parallel()
+			fp, err := faultproxy.Start(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fp.Close()
+			store := strings.Replace(redisStoreConfig(fp.Addr()), "timeout: 500ms", "timeout: 100ms", 1)
+			store = strings.Replace(store, "backend: redis,", "backend: redis, on_error: "+tc.onError+",", 1)
+			h := startGateway(t, strings.Replace(proxyConfig(up.URL, store), "per-ip: { limit: 3, window: 1m }", "per-ip: { limit: 100000, window: 1m }", 1))
+			errorsSoFar := func() int {
+				n, _ := strconv.Atoi(metric(t, h, "sluice_store_errors_total"))
+				return n
+			}
+			ready := func() int {
+				resp, _ := h.do("GET", h.admin+"/readyz", "")
+				return resp.StatusCode
+			}
+			for range 5 {
+				if resp, body := h.get("/limited/x"); resp.StatusCode != 200 {
+					t.Fatalf("healthy: %d %s", resp.StatusCode, body)
+				}
+			}
+			if ready() != 200 || errorsSoFar() != 0 {
+				t.Fatalf("healthy: readyz %d, store errors %d", ready(), errorsSoFar())
+			}
+
+			fp.Pause()
+			var slowest time.Duration
+			for i := range 30 {
+				start := time.Now()
+				resp, body := h.get("/limited/x")
+				took := time.Since(start)
+				slowest = max(slowest, took)
+				if resp.StatusCode != tc.down {
+					t.Fatalf("request %d with Redis hanging: %d, want %d; %s", i, resp.StatusCode, tc.down, body)
+				}
+				if tc.down == 503 {
+					wantJSONError(t, resp, body, 503)
+				}
+				if took > 100*time.Millisecond+300*time.Millisecond {
+					t.Fatalf("request %d took %v with a 100ms store timeout", i, took)
+				}
+			}
+			if got := errorsSoFar(); got != 30 {
+				t.Fatalf("store errors %d while Redis hung, want 30 (one per request)", got)
+			}
+			if got := metric(t, h, `sluice_decisions_total{decision="error",policy="wide"}`); got != "30" {
+				t.Fatalf("error decisions %q, want 30", got)
+			}
+			if ready() != 503 {
+				t.Fatal("/readyz did not report the hanging store")
+			}
+
+			fp.Resume()
+			back := time.Now()
+			for {
+				before := errorsSoFar()
+				resp, _ := h.get("/limited/x")
+				if resp.StatusCode == 200 && errorsSoFar() == before && resp.Header.Get("RateLimit") != "" {
+					break
+				}
+				if time.Since(back) > 2*time.Second {
+					t.Fatal("not back to normal 2s after Redis returned")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if took := time.Since(back); took > time.Second {
+				t.Fatalf("normal service %v after Redis returned, want within 1s", took)
+			}
+			if ready() != 200 {
+				t.Fatal("/readyz still reports the store down")
+			}
+			t.Logf("on_error=%s: slowest request while Redis hung %v", tc.onError, slowest)
+		})
+	}
+}
