@@ -32,16 +32,9 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
 
 	v1 := http.NewServeMux()
-	v1.HandleFunc("GET /v1/policies", g.listPolicies)
-	v1.HandleFunc("GET /v1/policies/{policy}/keys", g.listKeys)
-	v1.HandleFunc("GET /v1/policies/{policy}/keys/{key}", g.getKey)
-	v1.HandleFunc("DELETE /v1/policies/{policy}/keys/{key}", g.resetKey)
-	v1.HandleFunc("GET /v1/counters", g.listCounters)
-	v1.HandleFunc("GET /v1/counters/{name}", g.getCounter)
-	v1.HandleFunc("PUT /v1/counters/{name}", g.putCounter)
-	v1.HandleFunc("DELETE /v1/counters/{name}", g.deleteCounter)
-	v1.HandleFunc("POST /v1/counters/{name}/increment", g.stepCounter(1))
-	v1.HandleFunc("POST /v1/counters/{name}/decrement", g.stepCounter(-1))
+	for _, rt := range g.v1Routes() {
+		v1.HandleFunc(rt.pattern, rt.handler)
+	}
 	mux.Handle("/v1/", g.authenticate(jsonErrors(v1)))
 	return jsonErrors(mux)
 }
@@ -83,6 +76,37 @@ func (e *errorRewriter) Write(b []byte) (int, error) {
 		e.WriteHeader(http.StatusNotFound)
 	}
 	return len(b), nil
+}
+
+type adminRoute struct {
+	pattern string // "METHOD /path/{wildcard}"
+	handler http.HandlerFunc
+}
+
+// v1Routes is the token-protected API.
+func (g *Gateway) v1Routes() []adminRoute {
+	return []adminRoute{
+		{"GET /v1/policies", g.listPolicies},
+		{"GET /v1/policies/{policy}/keys", g.listKeys},
+		{"GET /v1/policies/{policy}/keys/{key}", g.getKey},
+		{"DELETE /v1/policies/{policy}/keys/{key}", g.resetKey},
+		{"GET /v1/counters", g.listCounters},
+		{"GET /v1/counters/{name}", g.getCounter},
+		{"PUT /v1/counters/{name}", g.putCounter},
+		{"DELETE /v1/counters/{name}", g.deleteCounter},
+		{"POST /v1/counters/{name}/increment", g.stepCounter(1)},
+		{"POST /v1/counters/{name}/decrement", g.stepCounter(-1)},
+	}
+}
+
+// AdminRoutes lists the patterns ("METHOD /v1/...") of every
+// token-protected admin route.
+func AdminRoutes() []string {
+	var out []string
+	for _, rt := range (*Gateway)(nil).v1Routes() {
+		out = append(out, rt.pattern)
+	}
+	return out
 }
 
 // authenticate requires "Authorization: Bearer <token>", compared in

@@ -67,8 +67,9 @@ type RedisConfig struct {
 	Password   string        `koanf:"password"`
 	DB         int           `koanf:"db"`
 	TLS        bool          `koanf:"tls"`
-	Timeout    time.Duration `koanf:"timeout"` // per call; default 100ms
-	Prefix     string        `koanf:"prefix"`  // default "sluice:"
+	TLSCAFile  string        `koanf:"tls_ca_file"` // PEM CAs to trust; empty: the system's
+	Timeout    time.Duration `koanf:"timeout"`     // per call; default 100ms
+	Prefix     string        `koanf:"prefix"`      // default "sluice:"
 }
 
 // LogConfig configures logging.

@@ -132,7 +132,7 @@ func buildStore(cfg StoreConfig) (limiter.Store, error) {
 		rc := cfg.Redis
 		return redisstore.New(nil, redisstore.Options{
 			Addrs: rc.Addrs, Cluster: rc.Cluster, MasterName: rc.MasterName,
-			Username: rc.Username, Password: rc.Password, DB: rc.DB, TLS: rc.TLS,
+			Username: rc.Username, Password: rc.Password, DB: rc.DB, TLS: rc.TLS, TLSCAFile: rc.TLSCAFile,
 			Timeout: rc.Timeout, Prefix: rc.Prefix,
 		})
 	}

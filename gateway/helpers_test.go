@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,12 +57,40 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 // startGateway starts a gateway on cfg (which must listen on 127.0.0.1:0).
 func startGateway(t *testing.T, cfg string, environ ...string) *harness {
 	t.Helper()
+	return startGatewayLogs(t, cfg, nil, environ...)
+}
+
+// logBuffer collects logs safely across goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startGatewayLogs is startGateway with the logs written to w.
+func startGatewayLogs(t *testing.T, cfg string, w *logBuffer, environ ...string) *harness {
+	t.Helper()
 	path := writeConfig(t, cfg)
 	logs := &syncBuffer{ch: make(chan string, 10000)}
+	var out io.Writer = logs
+	if w != nil {
+		out = w
+	}
 	if environ == nil {
 		environ = []string{}
 	}
-	g, err := gateway.New(gateway.Options{ConfigPath: path, Environ: environ, LogOutput: logs})
+	g, err := gateway.New(gateway.Options{ConfigPath: path, Environ: environ, LogOutput: out})
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}

@@ -193,4 +193,3 @@ func waitPort(t *testing.T, port int) {
 	}
 	t.Fatalf("nothing listens on %d after 5s", port)
 }
-

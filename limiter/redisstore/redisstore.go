@@ -24,12 +24,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,6 +65,9 @@ type Options struct {
 	Password   string
 	DB         int
 	TLS        bool
+	// TLSCAFile is a PEM file of CAs to trust for TLS; empty means the
+	// system's roots.
+	TLSCAFile string
 	// Timeout bounds each limiter call; zero means DefaultTimeout.
 	Timeout time.Duration
 	// Prefix starts every key; empty means DefaultPrefix. It must not hold
@@ -83,7 +88,7 @@ type Options struct {
 
 // NewClient builds the UniversalClient the options describe, with limiter
 // calls never retried and every call bounded by the timeout.
-func NewClient(o Options) redis.UniversalClient {
+func NewClient(o Options) (redis.UniversalClient, error) {
 	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
@@ -107,10 +112,21 @@ func NewClient(o Options) redis.UniversalClient {
 			Mode: maintnotifications.ModeDisabled,
 		},
 	}
-	if o.TLS {
+	if o.TLS || o.TLSCAFile != "" {
 		uo.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.TLSCAFile != "" {
+			pem, err := os.ReadFile(o.TLSCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("tls_ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls_ca_file %s: no PEM certificates", o.TLSCAFile)
+			}
+			uo.TLSConfig.RootCAs = pool
+		}
 	}
-	return redis.NewUniversalClient(uo)
+	return redis.NewUniversalClient(uo), nil
 }
 
 // Store is a limiter.Store on Redis. It is safe for concurrent use.
@@ -152,7 +168,11 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 		if len(o.Addrs) == 0 {
 			return nil, errors.New("addrs: at least one address is needed")
 		}
-		s.client, s.owns = NewClient(o), true
+		client, err := NewClient(o)
+		if err != nil {
+			return nil, err
+		}
+		s.client, s.owns = client, true
 	}
 	if s.timeout <= 0 {
 		s.timeout = DefaultTimeout

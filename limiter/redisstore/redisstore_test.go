@@ -136,7 +136,10 @@ func TestRealRedis(t *testing.T) {
 
 func TestRealCluster(t *testing.T) {
 	t.Parallel()
-	client := redisstore.NewClient(redisstore.Options{Addrs: limitertest.ClusterAddrs(t), Cluster: true, Timeout: 2 * time.Second})
+	client, err := redisstore.NewClient(redisstore.Options{Addrs: limitertest.ClusterAddrs(t), Cluster: true, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { client.Close() })
 	if _, ok := client.(*redis.ClusterClient); !ok {
 		t.Fatalf("cluster: true built a %T, want *redis.ClusterClient", client)

@@ -1,0 +1,74 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-gateway/sluice/gateway"
+)
+
+// TestEveryV1RouteNeedsTheToken walks the registered routes, so a new route
+// cannot forget authentication.
+func TestEveryV1RouteNeedsTheToken(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }"))
+	wildcard := regexp.MustCompile(`\{[^}]+\}`)
+	routes := gateway.AdminRoutes()
+	if len(routes) < 10 {
+		t.Fatalf("only %d routes registered", len(routes))
+	}
+	for _, rt := range routes {
+		method, path, _ := strings.Cut(rt, " ")
+		path = wildcard.ReplaceAllString(path, "per-ip")
+		for _, auth := range []string{"", "Bearer ", "Bearer secre", "Bearer secret2", "bearer secret", "Basic secret"} {
+			var hdr []string
+			if auth != "" {
+				hdr = []string{"Authorization", auth}
+			}
+			resp, body := h.do(method, h.admin+path, `{"value":1}`, hdr...)
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s %s with %q: %d, want 401; %s", method, path, auth, resp.StatusCode, body)
+			}
+		}
+		resp, _ := h.do(method, h.admin+path, `{"value":1}`, "Authorization", "Bearer secret")
+		if resp.StatusCode == http.StatusUnauthorized {
+			t.Errorf("%s %s with the token: 401", method, path)
+		}
+	}
+}
+
+// TestNoSecretsInLogs runs a gateway through start, traffic, store
+// failures, a bad reload and shutdown, and checks that neither the admin
+// token nor the Redis password reaches a log line.
+func TestNoSecretsInLogs(t *testing.T) {
+	t.Parallel()
+	const token, password = "tok-9f8e7d6c5b4a", "pw-0a1b2c3d4e5f"
+	cfg := strings.Replace(proxyConfig("http://127.0.0.1:1", fmt.Sprintf(
+		`{ backend: redis, redis: { addrs: ["127.0.0.1:1"], password: %q, timeout: 50ms } }`, password)),
+		`token: "secret"`, fmt.Sprintf("token: %q", token), 1)
+	cfg = strings.Replace(cfg, "log: { access: false }", "log: { level: debug }", 1)
+	var logs logBuffer
+	h := startGatewayLogs(t, cfg, &logs)
+	h.token = token
+	h.get("/limited/x")
+	h.get("/down")
+	h.adminDo("GET", "/v1/policies/per-ip/keys", "")
+	h.adminDo("POST", "/v1/counters/x/increment", "")
+	h.do("GET", h.admin+"/v1/policies", "", "Authorization", "Bearer "+token+"x")
+	h.do("GET", h.admin+"/readyz", "")
+	_ = h.g.Reload() // valid
+	time.Sleep(10 * time.Millisecond)
+	out := logs.String()
+	if len(out) < 200 {
+		t.Fatalf("too few logs to judge: %q", out)
+	}
+	for _, secret := range []string{token, password} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("a log line holds the secret %q:\n%s", secret, out)
+		}
+	}
+}
