@@ -21,7 +21,7 @@ import (
 )
 
 // writeConfig writes yaml to a temporary config file and returns its path.
-func writeConfig(t *testing.T, yaml string) string {
+func writeConfig(t testing.TB, yaml string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
@@ -32,7 +32,7 @@ func writeConfig(t *testing.T, yaml string) string {
 
 // harness is one gateway started in process on loopback ports.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	g      *gateway.Gateway
 	path   string
 	proxy  string // base URL
@@ -55,7 +55,7 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 }
 
 // startGateway starts a gateway on cfg (which must listen on 127.0.0.1:0).
-func startGateway(t *testing.T, cfg string, environ ...string) *harness {
+func startGateway(t testing.TB, cfg string, environ ...string) *harness {
 	t.Helper()
 	return startGatewayLogs(t, cfg, nil, environ...)
 }
@@ -79,7 +79,7 @@ func (l *logBuffer) String() string {
 }
 
 // startGatewayLogs is startGateway with the logs written to w.
-func startGatewayLogs(t *testing.T, cfg string, w *logBuffer, environ ...string) *harness {
+func startGatewayLogs(t testing.TB, cfg string, w *logBuffer, environ ...string) *harness {
 	t.Helper()
 	path := writeConfig(t, cfg)
 	logs := &syncBuffer{ch: make(chan string, 10000)}
