@@ -72,3 +72,24 @@ func TestNoSecretsInLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoofedAddressesShareOneLimit: an untrusted client that rotates
+// X-Forwarded-For and X-Real-IP neither splits nor dodges its limit.
+func TestSpoofedAddressesShareOneLimit(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }"))
+	ok := 0
+	for i := range 50 {
+		resp, _ := h.get("/limited/x", "X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i), "X-Real-IP", fmt.Sprintf("203.0.113.%d", i))
+		switch resp.StatusCode {
+		case 502: // the upstream is down; the limiter admitted the request
+			ok++
+		case 429:
+		default:
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if ok != 3 {
+		t.Fatalf("a client rotating spoofed addresses got %d requests through, want 3", ok)
+	}
+}

@@ -45,7 +45,6 @@ type Store struct {
 	shards   [shardCount]shard
 	seed     maphash.Seed
 	clock    func() time.Time
-	perShard int
 	counters counters
 	stop     chan struct{}
 	done     chan struct{}
@@ -55,9 +54,10 @@ type Store struct {
 var _ limiter.Store = (*Store)(nil)
 
 type shard struct {
-	mu sync.Mutex
-	m  map[entryKey]*entry
-	_  [40]byte // keep shards on separate cache lines
+	mu       sync.Mutex
+	m        map[entryKey]*entry
+	capacity int      // this shard's part of MaxKeys
+	_        [32]byte // keep shards on separate cache lines
 }
 
 // entryKey identifies one key of one policy shape: a policy whose algorithm
@@ -90,8 +90,12 @@ func New(opts Options) *Store {
 	if maxKeys <= 0 {
 		maxKeys = DefaultMaxKeys
 	}
-	s.perShard = max(1, (maxKeys+shardCount-1)/shardCount)
 	for i := range s.shards {
+		// The shards' capacities add up to exactly maxKeys (at least 1 each).
+		s.shards[i].capacity = max(1, maxKeys/shardCount)
+		if i < maxKeys%shardCount {
+			s.shards[i].capacity++
+		}
 		s.shards[i].m = make(map[entryKey]*entry)
 	}
 	s.counters.m = make(map[string]limiter.Counter)
@@ -159,14 +163,14 @@ func keyOf(p *limiter.Policy, key string) entryKey {
 // lookup returns the entry for k, creating it when create is set. A drained
 // entry is replaced, so stale state never leaks into a new window. The
 // shard's lock must be held.
-func (sh *shard) lookup(k entryKey, now int64, create bool, perShard int) *entry {
+func (sh *shard) lookup(k entryKey, now int64, create bool) *entry {
 	e := sh.m[k]
 	if e != nil && e.drained <= now {
 		delete(sh.m, k)
 		e = nil
 	}
 	if e == nil && create {
-		if len(sh.m) >= perShard {
+		if len(sh.m) >= sh.capacity {
 			sh.evict(now)
 		}
 		e = &entry{}
@@ -205,7 +209,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	sh := s.shardFor(k.key)
 	sh.mu.Lock()
 	now := s.clock().UnixNano()
-	e := sh.lookup(k, now, true, s.perShard)
+	e := sh.lookup(k, now, true)
 	var d limiter.Decision
 	switch p.Algorithm {
 	case limiter.SlidingLog:
@@ -236,7 +240,7 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.clock().UnixNano()
-	e := sh.lookup(k, now, false, s.perShard)
+	e := sh.lookup(k, now, false)
 	if e == nil {
 		return nil
 	}
@@ -260,7 +264,7 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.clock().UnixNano()
-	return s.usage(p, k, sh.lookup(k, now, false, s.perShard), now), nil
+	return s.usage(p, k, sh.lookup(k, now, false), now), nil
 }
 
 func (s *Store) usage(p *limiter.Policy, k entryKey, e *entry, now int64) limiter.Usage {

@@ -1,8 +1,11 @@
 package memstore_test
 
 import (
+	"context"
 	"fmt"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/limiter/limitertest"
@@ -67,5 +70,25 @@ func TestCloseStopsSweeper(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMillionKeysStayBounded pushes 1,000,000 distinct keys through a store
+// bounded to 10,000.
+func TestMillionKeysStayBounded(t *testing.T) {
+	t.Parallel()
+	s := memstore.New(memstore.Options{MaxKeys: 10_000, SweepInterval: -1})
+	defer s.Close()
+	p := limitertest.Policy(t, "flood", limiter.SlidingWindow, 5, time.Minute)
+	ctx := context.Background()
+	key := make([]byte, 0, 32)
+	for i := range 1_000_000 {
+		key = strconv.AppendInt(append(key[:0], "client-"...), int64(i), 10)
+		if _, err := s.Allow(ctx, p, string(key), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.Len(); n > 10_000 {
+		t.Fatalf("holds %d keys after 1,000,000 distinct ones, max_keys 10,000", n)
 	}
 }
