@@ -82,6 +82,10 @@ type Options struct {
 	// BreakerInterval is how long the breaker stays open before one call
 	// probes Redis again; zero means 250ms.
 	BreakerInterval time.Duration
+	// NoLocalCache turns off the local cache of keys over their limit; with
+	// it on (the default), a rejected key is answered locally until its
+	// retry-after.
+	NoLocalCache bool
 	// Clock replaces the calibrated server clock; for tests.
 	Clock func() time.Time
 }
@@ -145,6 +149,8 @@ type Store struct {
 	closing  sync.Once
 	owns     bool
 	breaker  *breaker // nil when disabled
+	batch    *batcher
+	blocked  *blockedCache // nil when disabled
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -188,6 +194,10 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 		s.breaker = newBreaker(threshold, interval)
 	}
 	s.rate = redis_rate.NewLimiter(s.client)
+	s.batch = newBatcher(s, max(2, o.PoolSize/2))
+	if !o.NoLocalCache {
+		s.blocked = newBlockedCache()
+	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	s.idPrefix = hex.EncodeToString(b[:])
@@ -407,33 +417,60 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	if cost < 1 {
 		return limiter.Decision{}, limiter.ErrInvalidCost
 	}
+	var bk blockedKey
+	var localNow time.Time
+	if s.blocked != nil {
+		bk, localNow = blockedKeyOf(p, limiter.StoreKey(key)), s.clock()
+		if d, ok := s.blocked.check(bk, localNow); ok {
+			return d, nil
+		}
+	}
 	var d limiter.Decision
 	err := s.guard(ctx, func() (err error) {
 		d, err = s.allow(ctx, p, key, cost)
 		return err
 	})
+	if s.blocked != nil && err == nil {
+		if n := s.blocked.take(bk); n > 0 {
+			s.addRejected(ctx, p, bk.key, n)
+		}
+		// A rejection of one unit says when anything can pass again; a
+		// larger cost's retry-after says nothing about smaller ones.
+		if !d.Allowed && cost == 1 {
+			s.blocked.block(bk, localNow, d)
+		}
+	}
 	return d, err
 }
 
-func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
+// addRejected counts rejections that the local cache answered.
+func (s *Store) addRejected(ctx context.Context, p *limiter.Policy, storeKey string, n int64) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	name := s.keyName(p, storeKey) + ":rej"
+	pipe := s.client.Pipeline()
+	pipe.IncrBy(ctx, name, n)
+	pipe.PExpire(ctx, name, p.Window)
+	_, _ = pipe.Exec(ctx) // best effort: the count is informational
+}
+
+func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
 	storeKey := limiter.StoreKey(key)
 	limit := p.LimitFor(key)
 	now := s.clock().UnixNano()
 	if p.Algorithm == limiter.GCRA {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
 		return s.allowGCRA(ctx, p, key, storeKey, limit, cost, now)
 	}
 	nowUS := now / 1000
 	id := s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
 	c := s.scriptCall(p, storeKey, limit, cost, true, nowUS, id)
-	var v any
-	var err error
+	var rec *recordArgs
 	if s.seen.due(p, storeKey, now) {
-		v, err = s.runAndRecord(ctx, c, p, storeKey, now)
-	} else {
-		v, err = s.run(ctx, c)
+		rec = &recordArgs{index: s.indexName(p, storeKey), member: storeKey, score: float64(now / 1e6), ttl: indexTTL(p).Milliseconds()}
 	}
+	v, err := s.batch.do(c, rec)
 	if err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, err)
 	}
@@ -447,27 +484,16 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	return d, nil
 }
 
-// runAndRecord runs a limiter script and records the key in the policy's
-// index in one pipeline. A script the server does not know yet fails with
-// NOSCRIPT without running, so running it again is safe.
-func (s *Store) runAndRecord(ctx context.Context, c call, p *limiter.Policy, storeKey string, now int64) (any, error) {
-	pipe := s.client.Pipeline()
-	ev := pipe.EvalSha(ctx, c.script.Hash(), c.keys, c.args...)
-	s.record(ctx, pipe, p, storeKey, now)
-	_, err := pipe.Exec(ctx)
-	if err != nil && redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
-		return s.run(ctx, c)
-	}
-	if err := ev.Err(); err != nil {
-		return nil, err
-	}
-	return ev.Val(), err
+func indexTTL(p *limiter.Policy) time.Duration {
+	return 2*(p.Window+2*p.BucketSize()) + time.Minute
 }
+
+func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
 func (s *Store) record(ctx context.Context, pipe redis.Pipeliner, p *limiter.Policy, storeKey string, now int64) {
 	idx := s.indexName(p, storeKey)
 	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(now / 1e6), Member: storeKey})
-	pipe.PExpire(ctx, idx, 2*(p.Window+2*p.BucketSize())+time.Minute)
+	pipe.PExpire(ctx, idx, indexTTL(p))
 }
 
 func (s *Store) gcraLimit(p *limiter.Policy, key string, limit int64) redis_rate.Limit {
@@ -559,6 +585,9 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 		u, err = s.peek(ctx, p, storeKey, p.LimitFor(key))
 		return err
 	})
+	if s.blocked != nil && err == nil {
+		u.Rejected += s.blocked.pending(blockedKeyOf(p, storeKey))
+	}
 	if err != nil {
 		return u, fmt.Errorf("redis peek: %w", err)
 	}
@@ -593,6 +622,9 @@ func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, li
 
 // Reset implements limiter.Store.
 func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error {
+	if s.blocked != nil {
+		s.blocked.take(blockedKeyOf(p, limiter.StoreKey(key)))
+	}
 	return s.guard(ctx, func() error { return s.reset(ctx, p, key) })
 }
 
@@ -650,6 +682,9 @@ func (s *Store) keys(ctx context.Context, p *limiter.Policy, limit int) ([]limit
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("redis keys: %w", err)
+			}
+			if s.blocked != nil {
+				u.Rejected += s.blocked.pending(blockedKeyOf(p, k))
 			}
 			if u.Count > 0 || u.Rejected > 0 {
 				out = append(out, u)
