@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -48,16 +49,19 @@ type Options struct {
 // Gateway is a running Sluice: a proxy listener and an admin listener over
 // a configuration that Reload replaces atomically.
 type Gateway struct {
-	opts      Options
-	log       atomic.Pointer[slog.Logger]
-	level     slog.LevelVar
-	metrics   *metrics
-	transport *http.Transport
-	buffers   *bufferPool
-	state     atomic.Pointer[state]
-	token     atomic.Pointer[string]
-	reloadMu  sync.Mutex
-	watcher   *file.File
+	opts    Options
+	log     atomic.Pointer[slog.Logger]
+	level   slog.LevelVar
+	metrics *metrics
+	buffers *bufferPool
+	noRoute sync.Map // status code -> sluice_requests_total{route="none",code}
+
+	transportsMu sync.Mutex
+	transports   map[time.Duration]*http.Transport
+	state        atomic.Pointer[state]
+	token        atomic.Pointer[string]
+	reloadMu     sync.Mutex
+	watcher      *file.File
 
 	proxyLn, adminLn   net.Listener
 	proxySrv, adminSrv *http.Server
@@ -77,7 +81,7 @@ type state struct {
 
 // New loads the config and builds a Gateway; Start opens its listeners.
 func New(opts Options) (*Gateway, error) {
-	g := &Gateway{opts: opts, metrics: newMetrics(), transport: newTransport(), buffers: newBufferPool(), serveErr: make(chan error, 2)}
+	g := &Gateway{opts: opts, metrics: newMetrics(), buffers: newBufferPool(), serveErr: make(chan error, 2), transports: map[time.Duration]*http.Transport{}}
 	if g.opts.LogOutput == nil {
 		g.opts.LogOutput = io.Discard
 	}
@@ -185,7 +189,8 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 	}
 	var routes []*route
 	for _, rc := range cfg.Routes {
-		rt := &route{name: rc.Name, prefix: rc.Match.PathPrefix, host: hostOnly(rc.Match.Host), methods: rc.Match.Methods, respond: rc.Respond}
+		rt := &route{name: rc.Name, prefix: rc.Match.PathPrefix, host: hostOnly(rc.Match.Host), methods: rc.Match.Methods, respond: rc.Respond,
+			upstream: g.metrics.upstream.WithLabelValues(rc.Name)}
 		if rt.prefix != "/" {
 			rt.prefix = strings.TrimSuffix(rt.prefix, "/")
 		}
@@ -351,7 +356,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		if g.proxySrv != nil {
 			errs = append(errs, g.proxySrv.Shutdown(ctx), g.adminSrv.Shutdown(ctx))
 		}
-		g.transport.CloseIdleConnections()
+		g.transportsMu.Lock()
+		for _, t := range g.transports {
+			t.CloseIdleConnections()
+		}
+		g.transportsMu.Unlock()
 		errs = append(errs, g.state.Load().store.Close())
 		err = errors.Join(errs...)
 	})
@@ -380,7 +389,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.Shutdown(sctx)
 }
 
-// proxyHandler is the Gin engine of the proxy listener.
+// proxyHandler is the Gin engine of the proxy listener. Routing, limiting,
+// recovery and the access log live in one handler, so a request costs no
+// per-request context values.
 func (g *Gateway) proxyHandler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
@@ -389,20 +400,36 @@ func (g *Gateway) proxyHandler() http.Handler {
 	e.HandleMethodNotAllowed = false
 	e.ContextWithFallback = true
 	_ = e.SetTrustedProxies(nil)
-	e.Use(g.accessLog, g.recovery)
 	e.NoRoute(g.serveRequest)
 	return e
 }
 
-const (
-	ctxRoute    = "sluice.route"
-	ctxDecision = "sluice.decision"
-)
-
-// serveRequest routes, limits and then proxies or answers one request.
+// serveRequest routes, limits and then proxies or answers one request; it
+// counts and logs it even when a panic aborts it.
 func (g *Gateway) serveRequest(c *gin.Context) {
+	start := time.Now()
 	st := g.state.Load()
-	rt, allow := st.routes.match(c.Request)
+	var rt *route
+	decision := "none"
+	defer func() {
+		v := recover()
+		g.finish(c, st, rt, decision, start)
+		if v == nil {
+			return
+		}
+		// http.ErrAbortHandler goes on up, so net/http aborts the connection
+		// and the client sees a truncated body as an error; Gin's own
+		// Recovery would swallow it and end the response cleanly.
+		if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
+			panic(v)
+		}
+		g.log.Load().Error("panic serving a request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		if !c.Writer.Written() {
+			middleware.WriteJSONError(c.Writer, http.StatusInternalServerError, "internal error")
+		}
+	}()
+	var allow []string
+	rt, allow = st.routes.match(c.Request)
 	if rt == nil {
 		if len(allow) > 0 {
 			c.Header("Allow", strings.Join(dedupe(allow), ", "))
@@ -412,12 +439,10 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 		middleware.WriteJSONError(c.Writer, http.StatusNotFound, "no route")
 		return
 	}
-	c.Set(ctxRoute, rt.name)
 	if rt.limiter != nil {
-		proceed, decision := rt.limiter.CheckDecision(c.Writer, c.Request)
-		c.Set(ctxDecision, decision)
+		var proceed bool
+		proceed, decision = rt.limiter.CheckDecision(c.Writer, c.Request)
 		if !proceed {
-			c.Abort()
 			return
 		}
 	}
@@ -429,9 +454,34 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 		}
 		return
 	}
-	start := time.Now()
-	defer func() { g.metrics.upstream.WithLabelValues(rt.name).Observe(time.Since(start).Seconds()) }()
+	upstart := time.Now()
 	rt.proxy.ServeHTTP(c.Writer, c.Request)
+	rt.upstream.Observe(time.Since(upstart).Seconds())
+}
+
+// finish counts the request in sluice_requests_total and writes its access
+// log line.
+func (g *Gateway) finish(c *gin.Context, st *state, rt *route, decision string, start time.Time) {
+	status := c.Writer.Status()
+	codes, name := &g.noRoute, "none"
+	if rt != nil {
+		codes, name = &rt.codes, rt.name
+	}
+	counter, ok := codes.Load(status)
+	if !ok {
+		counter, _ = codes.LoadOrStore(status, g.metrics.requests.WithLabelValues(name, strconv.Itoa(status)))
+	}
+	counter.(prometheus.Counter).Inc()
+	if st.cfg.Log.Access != nil && !*st.cfg.Log.Access {
+		return
+	}
+	g.log.Load().LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
+		slog.String("method", c.Request.Method),
+		slog.String("path", c.Request.URL.Path),
+		slog.String("route", name),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+		slog.String("decision", decision))
 }
 
 func dedupe(s []string) []string {
@@ -444,55 +494,4 @@ func dedupe(s []string) []string {
 		}
 	}
 	return out
-}
-
-// recovery turns a panic into a 500, except http.ErrAbortHandler, which it
-// lets through so net/http aborts the connection and the client sees a
-// truncated body as an error (Gin's own Recovery swallows it).
-func (g *Gateway) recovery(c *gin.Context) {
-	defer func() {
-		v := recover()
-		if v == nil {
-			return
-		}
-		if err, ok := v.(error); ok && errors.Is(err, http.ErrAbortHandler) {
-			panic(v)
-		}
-		g.log.Load().Error("panic serving a request", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-		if !c.Writer.Written() {
-			middleware.WriteJSONError(c.Writer, http.StatusInternalServerError, "internal error")
-		}
-		c.Abort()
-	}()
-	c.Next()
-}
-
-// accessLog counts every request and logs one line for it, even when a
-// panic aborts it.
-func (g *Gateway) accessLog(c *gin.Context) {
-	start := time.Now()
-	defer func() {
-		route := c.GetString(ctxRoute)
-		if route == "" {
-			route = "none"
-		}
-		status := c.Writer.Status()
-		g.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-		st := g.state.Load()
-		if st.cfg.Log.Access != nil && !*st.cfg.Log.Access {
-			return
-		}
-		decision := c.GetString(ctxDecision)
-		if decision == "" {
-			decision = "none"
-		}
-		g.log.Load().LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
-			slog.String("method", c.Request.Method),
-			slog.String("path", c.Request.URL.Path),
-			slog.String("route", route),
-			slog.Int("status", status),
-			slog.Duration("duration", time.Since(start)),
-			slog.String("decision", decision))
-	}()
-	c.Next()
 }

@@ -3,7 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
-	"io"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,13 +19,15 @@ import (
 
 // route is one compiled entry of the route table.
 type route struct {
-	name    string
-	prefix  string // without a trailing slash, except "/"
-	host    string // lower case, no port; empty matches any host
-	methods []string
-	proxy   *httputil.ReverseProxy
-	respond *RespondConfig
-	limiter *middleware.Limiter // nil when the route has no policies
+	name     string
+	upstream prometheus.Observer // sluice_upstream_duration_seconds{route}
+	codes    sync.Map            // status code -> sluice_requests_total{route,code}
+	prefix   string              // without a trailing slash, except "/"
+	host     string              // lower case, no port; empty matches any host
+	methods  []string
+	proxy    *httputil.ReverseProxy
+	respond  *RespondConfig
+	limiter  *middleware.Limiter // nil when the route has no policies
 }
 
 // matchPath reports whether path lies under prefix in whole segments.
@@ -102,9 +104,23 @@ func newBufferPool() *bufferPool {
 func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
 
-// newTransport returns the one Transport every upstream shares, tuned for a
-// proxy: many idle connections per host, no transparent compression, no
-// environment proxy.
+// transportFor returns the Transport for upstreams whose time to response
+// headers is bounded by timeout. Routes with the same timeout share one, so
+// they share idle connections.
+func (g *Gateway) transportFor(timeout time.Duration) *http.Transport {
+	g.transportsMu.Lock()
+	defer g.transportsMu.Unlock()
+	t, ok := g.transports[timeout]
+	if !ok {
+		t = newTransport()
+		t.ResponseHeaderTimeout = timeout
+		g.transports[timeout] = t
+	}
+	return t
+}
+
+// newTransport returns a Transport tuned for a proxy: many idle connections
+// per host, no transparent compression, no environment proxy.
 func newTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil,
@@ -119,67 +135,6 @@ func newTransport() *http.Transport {
 		ReadBufferSize:        16 << 10,
 		WriteBufferSize:       16 << 10,
 	}
-}
-
-// errUpstreamTimeout is the cause of a request whose upstream did not send
-// response headers within the route's timeout.
-var errUpstreamTimeout = errors.New("upstream timed out")
-
-// headerTimeout bounds the time to response headers, leaving the body (a
-// stream, a WebSocket) unbounded.
-type headerTimeout struct {
-	rt      http.RoundTripper
-	timeout time.Duration
-}
-
-func (h headerTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
-	if h.timeout <= 0 {
-		return h.rt.RoundTrip(req)
-	}
-	ctx, cancel := context.WithCancelCause(req.Context())
-	timer := time.AfterFunc(h.timeout, func() { cancel(errUpstreamTimeout) })
-	resp, err := h.rt.RoundTrip(req.WithContext(ctx))
-	if !timer.Stop() {
-		if err == nil {
-			resp.Body.Close()
-		}
-		cancel(nil)
-		return nil, errUpstreamTimeout
-	}
-	if err != nil {
-		cancel(nil)
-		return nil, err
-	}
-	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
-		resp.Body = &cancelRWC{ReadWriteCloser: rwc, cancel: cancel}
-	} else {
-		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
-	}
-	return resp, nil
-}
-
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelCauseFunc
-}
-
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel(nil)
-	return err
-}
-
-// cancelRWC keeps an upgraded connection's body writable, as the proxy needs
-// for a 101 Switching Protocols.
-type cancelRWC struct {
-	io.ReadWriteCloser
-	cancel context.CancelCauseFunc
-}
-
-func (b *cancelRWC) Close() error {
-	err := b.ReadWriteCloser.Close()
-	b.cancel(nil)
-	return err
 }
 
 // newProxy returns the reverse proxy of one upstream route.
@@ -206,13 +161,13 @@ func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middlewa
 			}
 			pr.SetXForwarded()
 		},
-		Transport:  headerTimeout{rt: g.transport, timeout: up.Timeout},
+		Transport:  g.transportFor(up.Timeout),
 		ErrorLog:   slog.NewLogLogger(g.log.Load().Handler(), slog.LevelDebug),
 		BufferPool: g.buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			status, msg := http.StatusBadGateway, "upstream unreachable"
 			var nerr net.Error
-			if errors.Is(err, errUpstreamTimeout) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
+			if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
 				status, msg = http.StatusGatewayTimeout, "upstream timed out"
 			}
 			if r.Context().Err() != nil {
