@@ -70,6 +70,9 @@ type RedisConfig struct {
 	TLSCAFile  string        `koanf:"tls_ca_file"` // PEM CAs to trust; empty: the system's
 	Timeout    time.Duration `koanf:"timeout"`     // per call; default 100ms
 	Prefix     string        `koanf:"prefix"`      // default "sluice:"
+	// BatchInterval > 0: sliding_window decisions are made locally and sent
+	// to Redis every interval (faster, may over-admit; see the README).
+	BatchInterval time.Duration `koanf:"batch_interval"`
 }
 
 // LogConfig configures logging.
@@ -448,6 +451,9 @@ func (c *Config) Validate() error {
 	}
 	if rc.DB < 0 {
 		bad("store.redis.db", "must be >= 0")
+	}
+	if rc.BatchInterval < 0 {
+		bad("store.redis.batch_interval", "must be >= 0")
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":

@@ -137,7 +137,7 @@ func buildStore(cfg StoreConfig) (limiter.Store, error) {
 		return redisstore.New(nil, redisstore.Options{
 			Addrs: rc.Addrs, Cluster: rc.Cluster, MasterName: rc.MasterName,
 			Username: rc.Username, Password: rc.Password, DB: rc.DB, TLS: rc.TLS, TLSCAFile: rc.TLSCAFile,
-			Timeout: rc.Timeout, Prefix: rc.Prefix,
+			Timeout: rc.Timeout, Prefix: rc.Prefix, BatchInterval: rc.BatchInterval,
 		})
 	}
 	return memstore.New(memstore.Options{MaxKeys: cfg.Memory.MaxKeys}), nil

@@ -102,6 +102,7 @@ func main() {
 			&target{name: "redis-sliding_window", config: policy("sliding_window") + redisStore("")},
 			&target{name: "redis-fixed_window", config: policy("fixed_window") + redisStore("")},
 			&target{name: "redis-gcra", config: strings.Replace(policy("gcra"), "1000000000", "10000000", 1) + redisStore("")},
+			&target{name: "redis-batched", config: policy("sliding_window") + redisStore(", batch_interval: 100ms")},
 		)
 	}
 	if _, err := exec.LookPath("nginx"); err == nil {

@@ -83,6 +83,7 @@ func summarize(samples []sample, targets []*target) summary {
 	ratio("redis-sliding_window/no-policy", "redis-sliding_window", "no-policy")
 	ratio("redis-fixed_window/no-policy", "redis-fixed_window", "no-policy")
 	ratio("redis-gcra/no-policy", "redis-gcra", "no-policy")
+	ratio("redis-batched/no-policy", "redis-batched", "no-policy")
 	if a, b := p50one["redis-sliding_window"], p50one["no-policy"]; a > 0 && b > 0 {
 		sum.P50AddedMS = a - b
 	}
