@@ -14,7 +14,7 @@ import (
 //	go test ./gateway -run '^$' -bench Proxy -cpuprofile cpu.out
 func BenchmarkProxy(b *testing.B) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "hello from the upstream\\n")
+		_, _ = io.WriteString(w, "hello from the upstream\n")
 	}))
 	defer up.Close()
 	for _, tc := range []struct{ name, policies, routePolicies string }{

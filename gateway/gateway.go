@@ -44,6 +44,9 @@ type Options struct {
 	LogOutput io.Writer
 	// Watch reloads the config when its file changes.
 	Watch bool
+	// ReadHeaderTimeout bounds how long a client may take to send request
+	// headers (slowloris protection); zero means 10s.
+	ReadHeaderTimeout time.Duration
 }
 
 // Gateway is a running Sluice: a proxy listener and an admin listener over
@@ -276,16 +279,20 @@ func (g *Gateway) Start() error {
 		g.proxyLn.Close()
 		return fmt.Errorf("admin.listen: %w", err)
 	}
+	headerTimeout := g.opts.ReadHeaderTimeout
+	if headerTimeout <= 0 {
+		headerTimeout = 10 * time.Second
+	}
 	g.proxySrv = &http.Server{
 		Handler:           g.proxyHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(g.log.Load().Handler(), slog.LevelDebug),
 	}
 	g.adminSrv = &http.Server{
 		Handler:           g.adminHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,

@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -92,4 +94,47 @@ func TestSpoofedAddressesShareOneLimit(t *testing.T) {
 	if ok != 3 {
 		t.Fatalf("a client rotating spoofed addresses got %d requests through, want 3", ok)
 	}
+}
+
+// TestSlowClientsAreCut: a client that trickles its headers is
+// disconnected after ReadHeaderTimeout, on both listeners.
+func TestSlowClientsAreCut(t *testing.T) {
+	t.Parallel()
+	g, err := gateway.New(gateway.Options{ConfigPath: writeConfig(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }")),
+		Environ: []string{}, ReadHeaderTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown(t.Context()) })
+	for _, addr := range []string{g.ProxyAddr(), g.AdminAddr()} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		fmt.Fprint(conn, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for time.Since(start) < 5*time.Second {
+			if _, err := conn.Write([]byte("a")); err != nil {
+				break
+			}
+			buf := make([]byte, 512)
+			_ = conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if n, err := conn.Read(buf); n > 0 || (err != nil && !isTimeout(err)) {
+				break // an answer (408/400) or a closed connection
+			}
+		}
+		conn.Close()
+		if took := time.Since(start); took > 2*time.Second {
+			t.Fatalf("%s kept a slow client for %v with a 300ms header timeout", addr, took)
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
