@@ -1,7 +1,6 @@
 package memstore
 
 import (
-	"math"
 	"time"
 
 	"github.com/sluice-gateway/sluice/limiter"
@@ -11,138 +10,67 @@ import (
 // times in nanoseconds. They mirror the Lua scripts of limiter/redisstore;
 // the conformance suite in limiter/limitertest holds both to one behaviour.
 
-const eps = 1e-9
-
-// slidingWindow keeps Buckets+1 sub-window counts in a ring.
+// slidingWindow keeps Buckets+1 sub-window counts in a ring; the
+// arithmetic is limiter.Window's.
 type slidingWindow struct {
 	idx    []int64 // bucket index (time / bucket size) of each slot
 	counts []int64
 }
 
-type swView struct {
-	inside, oldest int64   // buckets fully inside; the one partly inside
-	frac           float64 // part of the oldest bucket still inside, in (0, 1]
-	newest         int64   // newest non-empty bucket index, or -1
-}
-
-func (w *slidingWindow) view(now, b int64, k int) swView {
-	c := now / b
-	v := swView{frac: float64((c+1)*b-now) / float64(b), newest: -1}
+// buckets lists the ring's buckets into buf.
+func (w *slidingWindow) buckets(buf []limiter.Bucket) []limiter.Bucket {
 	for i, ix := range w.idx {
-		n := w.counts[i]
-		if n == 0 {
-			continue
-		}
-		switch {
-		case ix > c-int64(k):
-			v.inside += n
-		case ix == c-int64(k):
-			v.oldest += n
-		default:
-			continue
-		}
-		v.newest = max(v.newest, ix)
+		buf = append(buf, limiter.Bucket{Index: ix, Count: w.counts[i]})
 	}
-	return v
+	return buf
 }
-
-func (v swView) estimate() float64 { return float64(v.inside) + float64(v.oldest)*v.frac }
-
-func swCap(limit int64, k int) int64 { return limit + limit/int64(k) }
 
 func (w *slidingWindow) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
-	b, k := int64(p.BucketSize()), p.Buckets
+	win := limiter.WindowOf(p, time.Nanosecond)
+	k := p.Buckets
 	if len(w.idx) != k+1 {
 		w.idx, w.counts = make([]int64, k+1), make([]int64, k+1)
 	}
-	v := w.view(now, b, k)
-	capN := swCap(limit, k)
+	var buf [16]limiter.Bucket
+	bs := w.buckets(buf[:0])
+	v := win.View(bs, now)
 	d := limiter.Decision{Limit: limit}
-	if v.estimate()+float64(cost) <= float64(limit)+eps && v.inside+v.oldest+cost <= capN {
-		c := now / b
+	if win.Fits(v, limit, cost) {
+		c := now / win.Size
 		slot := int(c % int64(k+1))
 		if w.idx[slot] != c {
 			w.idx[slot], w.counts[slot] = c, 0
 		}
 		w.counts[slot] += cost
-		v.inside += cost
-		v.newest = c
+		v.Inside += cost
+		v.Newest = c
 		d.Allowed = true
 		d.Charge = limiter.Charge{Cost: cost, At: now}
 	} else {
-		d.RetryAfter = time.Duration(w.retryAfter(now, b, k, limit, cost))
+		d.RetryAfter = win.RetryAfter(bs, now, limit, cost)
 	}
-	w.fill(&d, v, now, b, k, limit)
+	win.Fill(&d, v, now, limit)
 	return d
 }
 
-func (w *slidingWindow) fill(d *limiter.Decision, v swView, now, b int64, k int, limit int64) {
-	est := v.estimate()
-	d.Count = int64(math.Ceil(est - eps))
-	d.Remaining = max(0, min(int64(math.Floor(float64(limit)-est+eps)), swCap(limit, k)-v.inside-v.oldest))
-	if v.newest >= 0 {
-		d.ResetAfter = time.Duration((v.newest+int64(k)+1)*b - now)
-	}
-}
-
-// retryAfter returns the time until cost more units would be admitted if no
-// other request came: the oldest bucket's weight shrinks linearly, and whole
-// buckets leave the window at bucket boundaries.
-func (w *slidingWindow) retryAfter(now, b int64, k int, limit, cost int64) int64 {
-	if cost > limit {
-		return int64(k+1) * b
-	}
-	capN := swCap(limit, k)
-	c := now / b
-	for j := int64(0); j <= int64(k)+1; j++ {
-		cj := c + j
-		start := max(now, cj*b)
-		var inside, oldest int64
-		for i, ix := range w.idx {
-			switch {
-			case ix > cj-int64(k):
-				inside += w.counts[i]
-			case ix == cj-int64(k):
-				oldest += w.counts[i]
-			}
-		}
-		if inside+oldest+cost > capN {
-			continue
-		}
-		room := float64(limit - cost - inside)
-		if room < 0 {
-			continue
-		}
-		t := start
-		if oldest > 0 && room < float64(oldest) {
-			// weight(t) = ((cj+1)*b - t) / b must fall to room/oldest.
-			t = max(start, (cj+1)*b-int64(math.Floor(room/float64(oldest)*float64(b))))
-		}
-		if t < (cj+1)*b {
-			return t - now
-		}
-	}
-	return int64(k+1) * b
-}
-
 func (w *slidingWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
-	b, k := int64(p.BucketSize()), p.Buckets
 	d := limiter.Decision{Limit: limit}
-	if len(w.idx) != k+1 {
+	if len(w.idx) != p.Buckets+1 {
 		d.Remaining = limit
 		return d
 	}
-	w.fill(&d, w.view(now, b, k), now, b, k, limit)
+	win := limiter.WindowOf(p, time.Nanosecond)
+	var buf [16]limiter.Bucket
+	win.Fill(&d, win.View(w.buckets(buf[:0]), now), now, limit)
 	return d
 }
 
 func (w *slidingWindow) refund(p *limiter.Policy, c limiter.Charge) {
-	b, k := int64(p.BucketSize()), p.Buckets
-	if len(w.idx) != k+1 {
+	if len(w.idx) != p.Buckets+1 {
 		return
 	}
-	ix := c.At / b
-	slot := int(ix % int64(k+1))
+	ix := c.At / int64(p.BucketSize())
+	slot := int(ix % int64(p.Buckets+1))
 	if w.idx[slot] == ix {
 		w.counts[slot] = max(0, w.counts[slot]-c.Cost)
 	}

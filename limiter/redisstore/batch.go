@@ -8,11 +8,13 @@ import (
 )
 
 // batcher coalesces concurrent limiter calls into pipelines without waiting
-// on a timer: a caller that finds no flush running sends at once, alone or
-// with whatever is queued; callers that arrive while flushes are running
+// on a timer: a caller that finds a flush slot free sends at once, alone or
+// with whatever is queued; callers that arrive while the slots are busy
 // queue up, and when a flush ends the first of them sends the whole queue.
 // Under light load every call goes out alone and immediately; under heavy
-// load the pipelines deepen by themselves.
+// load the pipelines deepen by themselves. Each call is one script, atomic
+// on its own; a pipeline does not make calls atomic together (on a cluster
+// it spans hash slots).
 type batcher struct {
 	s          *Store
 	mu         sync.Mutex
@@ -22,13 +24,18 @@ type batcher struct {
 	pool       sync.Pool
 }
 
+// op is one limiter call: it queues its commands and, after the pipeline
+// ran, reads its replies.
+type op interface {
+	queue(ctx context.Context, pipe redis.Pipeliner)
+	done(ctx context.Context, s *Store)
+}
+
 type pending struct {
-	c       call
+	op      op
 	record  *recordArgs // index entry to write with the call, or nil
-	v       any
-	err     error
-	wake    chan bool  // true: flush handoff; false: the result is ready
-	handoff []*pending // the batch this caller must flush when woken with true
+	wake    chan bool   // true: flush handoff; false: the result is ready
+	handoff []*pending  // the batch this caller must flush when woken with true
 }
 
 type recordArgs struct {
@@ -43,10 +50,10 @@ func newBatcher(s *Store, maxFlushes int) *batcher {
 	return b
 }
 
-// do runs c (and its index record) in some pipeline and returns its reply.
-func (b *batcher) do(c call, rec *recordArgs) (any, error) {
+// do runs o (and its index record) in some pipeline.
+func (b *batcher) do(o op, rec *recordArgs) {
 	p := b.pool.Get().(*pending)
-	p.c, p.record, p.v, p.err = c, rec, nil, nil
+	p.op, p.record = o, rec
 	b.mu.Lock()
 	b.queue = append(b.queue, p)
 	if b.flushing < b.maxFlushes {
@@ -63,10 +70,8 @@ func (b *batcher) do(c call, rec *recordArgs) (any, error) {
 		p.handoff = nil
 		b.lead(batch)
 	}
-	v, err := p.v, p.err
-	p.c, p.record, p.v = call{}, nil, nil
+	p.op, p.record = nil, nil
 	b.pool.Put(p)
-	return v, err
 }
 
 // lead flushes batch, then hands its flush slot, with everything queued
@@ -90,31 +95,47 @@ func (b *batcher) lead(batch []*pending) {
 	}
 }
 
-// flush sends one pipeline. A script the server does not know fails with
-// NOSCRIPT without running, so those calls alone run again through
-// Script.Run, which loads the script.
+// flush sends one pipeline.
 func (b *batcher) flush(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), b.s.timeout)
 	defer cancel()
 	if len(batch) == 1 && batch[0].record == nil {
-		p := batch[0]
-		p.v, p.err = p.c.script.Run(ctx, b.s.client, p.c.keys, p.c.args...).Result()
-		return
+		if o, ok := batch[0].op.(*scriptOp); ok {
+			o.v, o.err = o.c.script.Run(ctx, b.s.client, o.c.keys, o.c.args...).Result()
+			return
+		}
 	}
 	pipe := b.s.client.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
-	for i, p := range batch {
-		cmds[i] = pipe.EvalSha(ctx, p.c.script.Hash(), p.c.keys, p.c.args...)
+	for _, p := range batch {
+		p.op.queue(ctx, pipe)
 		if r := p.record; r != nil {
 			pipe.ZAdd(ctx, r.index, redis.Z{Score: r.score, Member: r.member})
 			pipe.PExpire(ctx, r.index, msDuration(r.ttl))
 		}
 	}
 	_, _ = pipe.Exec(ctx)
-	for i, p := range batch {
-		p.v, p.err = cmds[i].Result()
-		if p.err != nil && redis.HasErrorPrefix(p.err, "NOSCRIPT") {
-			p.v, p.err = p.c.script.Run(ctx, b.s.client, p.c.keys, p.c.args...).Result()
-		}
+	for _, p := range batch {
+		p.op.done(ctx, b.s)
+	}
+}
+
+// scriptOp runs a limiter script by SHA. A script the server does not know
+// fails with NOSCRIPT without running, so it alone runs again through
+// Script.Run, which loads it.
+type scriptOp struct {
+	c   call
+	cmd *redis.Cmd
+	v   any
+	err error
+}
+
+func (o *scriptOp) queue(ctx context.Context, pipe redis.Pipeliner) {
+	o.cmd = pipe.EvalSha(ctx, o.c.script.Hash(), o.c.keys, o.c.args...)
+}
+
+func (o *scriptOp) done(ctx context.Context, s *Store) {
+	o.v, o.err = o.cmd.Result()
+	if o.err != nil && redis.HasErrorPrefix(o.err, "NOSCRIPT") {
+		o.v, o.err = o.c.script.Run(ctx, s.client, o.c.keys, o.c.args...).Result()
 	}
 }

@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -67,52 +66,29 @@ func (s *Store) allowBatched(p *limiter.Policy, key string, cost int64) limiter.
 	}
 	e.p, e.lastUsed = p, now
 	limit := p.LimitFor(key)
-	b := int64(p.BucketSize() / time.Microsecond)
-	kk := int64(p.Buckets)
+	win := limiter.WindowOf(p, time.Microsecond)
 	nowUS := now.UnixMicro()
-	c := nowUS / b
-	var inside, oldest int64
-	newest := int64(-1)
-	add := func(ix, n int64) {
-		switch {
-		case n <= 0:
-			return
-		case ix > c-kk:
-			inside += n
-		case ix == c-kk:
-			oldest += n
-		default:
-			return
-		}
-		newest = max(newest, ix)
-	}
+	buckets := make([]limiter.Bucket, 0, len(e.global)+len(e.local))
 	for ix, n := range e.global {
-		add(ix, n)
+		buckets = append(buckets, limiter.Bucket{Index: ix, Count: n})
 	}
 	for ix, n := range e.local {
-		add(ix, n)
+		buckets = append(buckets, limiter.Bucket{Index: ix, Count: n})
 	}
-	capN := limit + limit/kk
-	frac := float64((c+1)*b-nowUS) / float64(b)
-	est := float64(inside) + float64(oldest)*frac
+	v := win.View(buckets, nowUS)
 	d := limiter.Decision{Limit: limit}
-	if est+float64(cost) <= float64(limit)+1e-9 && inside+oldest+cost <= capN {
+	if win.Fits(v, limit, cost) {
+		c := nowUS / win.Size
 		e.local[c] += cost
-		inside += cost
-		est += float64(cost)
-		newest = c
+		v.Inside += cost
+		v.Newest = c
 		d.Allowed = true
 		d.Charge = limiter.Charge{Cost: cost, At: nowUS * 1000}
 	} else {
 		e.rejected++
-		// Until the oldest counted bucket leaves: a safe, simple bound.
-		d.RetryAfter = time.Duration((c+1)*b-nowUS) * time.Microsecond
+		d.RetryAfter = win.RetryAfter(buckets, nowUS, limit, cost)
 	}
-	d.Count = int64(math.Ceil(est - 1e-9))
-	d.Remaining = max(0, min(int64(math.Floor(float64(limit)-est+1e-9)), capN-inside-oldest))
-	if newest >= 0 {
-		d.ResetAfter = time.Duration((newest+kk+1)*b-nowUS) * time.Microsecond
-	}
+	win.Fill(&d, v, nowUS, limit)
 	return d
 }
 

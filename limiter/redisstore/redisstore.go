@@ -490,7 +490,9 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	if s.seen.due(p, storeKey, now) {
 		rec = &recordArgs{index: s.indexName(p, storeKey), member: storeKey, score: float64(now / 1e6), ttl: indexTTL(p).Milliseconds()}
 	}
-	v, err := s.batch.do(c, rec)
+	o := &scriptOp{c: c}
+	s.batch.do(o, rec)
+	v, err := o.v, o.err
 	if err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, err)
 	}

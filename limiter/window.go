@@ -1,0 +1,120 @@
+package limiter
+
+import (
+	"math"
+	"time"
+)
+
+// Bucket is one sub-window of a sliding_window key: its index (start time
+// divided by the bucket size) and the units admitted in it.
+type Bucket struct {
+	Index, Count int64
+}
+
+// Window is the sliding_window arithmetic shared by every store: the
+// estimate, the cap, the decision and the retry time, over buckets kept
+// however the store likes. Times are integers in units of Tick.
+type Window struct {
+	Size    int64         // bucket size, in ticks
+	Buckets int           // buckets per window
+	Tick    time.Duration // the length of one tick
+}
+
+// WindowOf returns the Window of p for times counted in tick units.
+func WindowOf(p *Policy, tick time.Duration) Window {
+	return Window{Size: int64((p.BucketSize() + tick - 1) / tick), Buckets: p.Buckets, Tick: tick}
+}
+
+// WindowView is the state of a key at one instant.
+type WindowView struct {
+	Inside int64   // units in the buckets wholly inside the window
+	Oldest int64   // units in the bucket partly inside
+	Frac   float64 // the part of that bucket still inside, in (0, 1]
+	Newest int64   // newest non-empty bucket index, or -1
+}
+
+// View sums buckets at time now (in ticks). Buckets older than the window
+// are ignored; buckets ahead of now (another clock) count as inside.
+func (w Window) View(buckets []Bucket, now int64) WindowView {
+	c := now / w.Size
+	k := int64(w.Buckets)
+	v := WindowView{Frac: float64((c+1)*w.Size-now) / float64(w.Size), Newest: -1}
+	for _, b := range buckets {
+		switch {
+		case b.Count <= 0:
+			continue
+		case b.Index > c-k:
+			v.Inside += b.Count
+		case b.Index == c-k:
+			v.Oldest += b.Count
+		default:
+			continue
+		}
+		v.Newest = max(v.Newest, b.Index)
+	}
+	return v
+}
+
+// Estimate is the interpolated count.
+func (v WindowView) Estimate() float64 { return float64(v.Inside) + float64(v.Oldest)*v.Frac }
+
+// Cap is the most units that all buckets touching a window may hold.
+func (w Window) Cap(limit int64) int64 { return limit + limit/int64(w.Buckets) }
+
+// Fits reports whether cost more units may be admitted.
+func (w Window) Fits(v WindowView, limit, cost int64) bool {
+	return v.Estimate()+float64(cost) <= float64(limit)+1e-9 && v.Inside+v.Oldest+cost <= w.Cap(limit)
+}
+
+// Fill sets the count, remaining and reset time of d from v.
+func (w Window) Fill(d *Decision, v WindowView, now, limit int64) {
+	est := v.Estimate()
+	d.Count = int64(math.Ceil(est - 1e-9))
+	d.Remaining = max(0, min(int64(math.Floor(float64(limit)-est+1e-9)), w.Cap(limit)-v.Inside-v.Oldest))
+	d.ResetAfter = 0
+	if v.Newest >= 0 {
+		d.ResetAfter = time.Duration((v.Newest+int64(w.Buckets)+1)*w.Size-now) * w.Tick
+	}
+}
+
+// RetryAfter is the time until cost more units would fit if nothing else
+// arrived: the oldest bucket's weight shrinks linearly, and whole buckets
+// leave the window at bucket boundaries.
+func (w Window) RetryAfter(buckets []Bucket, now, limit, cost int64) time.Duration {
+	k := int64(w.Buckets)
+	never := time.Duration((k+1)*w.Size) * w.Tick
+	if cost > limit {
+		return never
+	}
+	capN := w.Cap(limit)
+	c := now / w.Size
+	for j := int64(0); j <= k+1; j++ {
+		cj := c + j
+		start := max(now, cj*w.Size)
+		var inside, oldest int64
+		for _, b := range buckets {
+			switch {
+			case b.Index > cj-k:
+				inside += b.Count
+			case b.Index == cj-k:
+				oldest += b.Count
+			}
+		}
+		if inside+oldest+cost > capN {
+			continue
+		}
+		room := float64(limit - cost - inside)
+		if room < 0 {
+			continue
+		}
+		t := start
+		if oldest > 0 && room < float64(oldest) {
+			// weight(t) = ((cj+1)*size - t) / size must fall to room/oldest.
+			t = max(start, (cj+1)*w.Size-int64(math.Floor(room/float64(oldest)*float64(w.Size))))
+		}
+		if t < (cj+1)*w.Size {
+			return time.Duration(t-now) * w.Tick
+		}
+	}
+	return never
+}
