@@ -16,5 +16,6 @@ targets=(
 for t in "${targets[@]}"; do
   set -- $t
   echo "== $2 ($1, $TIME)"
-  go test "$1" -run '^$' -fuzz "^$2\$" -fuzztime "$TIME" 2>&1 | grep -E 'elapsed|PASS|FAIL|ok' | tail -2
+  out=$(go test "$1" -run '^$' -fuzz "^$2\$" -fuzztime "$TIME" 2>&1) || { echo "$out" | tail -30; exit 1; }
+  echo "$out" | grep -E 'elapsed' | tail -1
 done
