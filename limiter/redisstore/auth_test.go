@@ -26,14 +26,7 @@ import (
 // and returns its port.
 func startRedis(t *testing.T, args ...string) int {
 	t.Helper()
-	limitertest.RedisAddr(t) // the real-Redis switch
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("SLUICE_TEST_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
+	bin := redisServer(t)
 	port := freePort(t)
 	base := []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir()}
 	portArgs := []string{"--port", fmt.Sprint(port)}

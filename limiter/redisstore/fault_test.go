@@ -120,14 +120,7 @@ func TestFaultsThroughProxy(t *testing.T) {
 // the same port.
 func TestKillAndRestartRedis(t *testing.T) {
 	t.Parallel()
-	limitertest.RedisAddr(t) // the real-Redis switch
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("SLUICE_TEST_REQUIRE_REDIS") == "1" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
+	bin := redisServer(t)
 	port := freePort(t)
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
@@ -192,4 +185,19 @@ func waitPort(t *testing.T, port int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("nothing listens on %d after 5s", port)
+}
+
+// redisServer returns the path of redis-server for tests that run their
+// own, skipping like the other real-Redis tests.
+func redisServer(t *testing.T) string {
+	t.Helper()
+	limitertest.RedisAddr(t) // the real-Redis switch
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("SLUICE_TEST_REQUIRE_REDIS") == "1" {
+			t.Fatal("redis-server is not installed")
+		}
+		t.Skip("redis-server is not installed")
+	}
+	return bin
 }
