@@ -483,13 +483,18 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		defer cancel()
 		return s.allowGCRA(ctx, p, key, storeKey, limit, cost, now)
 	}
-	nowUS := now / 1000
-	id := s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
-	c := s.scriptCall(p, storeKey, limit, cost, true, nowUS, id)
 	var rec *recordArgs
 	if s.seen.due(p, storeKey, now) {
 		rec = &recordArgs{index: s.indexName(p, storeKey), member: storeKey, score: float64(now / 1e6), ttl: indexTTL(p).Milliseconds()}
 	}
+	if p.Algorithm == limiter.SlidingWindow {
+		ctx, cancel := context.WithTimeout(ctx, s.timeout)
+		defer cancel()
+		return s.allowWindow(ctx, p, storeKey, limit, cost, now, rec)
+	}
+	nowUS := now / 1000
+	id := s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
+	c := s.scriptCall(p, storeKey, limit, cost, true, nowUS, id)
 	o := &scriptOp{c: c}
 	s.batch.do(o, rec)
 	v, err := o.v, o.err
