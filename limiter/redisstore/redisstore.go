@@ -12,7 +12,14 @@
 // recalibrated every 30 seconds), so gateways with skewed clocks agree to
 // within half a round trip. redis_rate reads TIME itself.
 //
-// Limiter calls are never retried (a retried script after a read timeout
+// sliding_window runs on plain pipelined commands (see window.go); the other
+// algorithms run Lua scripts by SHA. Concurrent calls are coalesced into
+// pipelines (batch.go), keys over their limit are answered locally until
+// their retry-after (blocked.go), and a circuit breaker keeps a dead Redis
+// from costing every request a timeout (breaker.go). Batched mode trades
+// exactness for throughput (batched.go).
+//
+// Limiter calls are never retried (a retried call after a read timeout
 // would charge twice) and carry the configured timeout.
 //
 // Listing a policy's active keys uses neither SCAN nor one hot index key: each
