@@ -1,0 +1,105 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers/legacy"
+)
+
+// TestOpenAPIMatchesTheAdminAPI sends real requests to the admin listener
+// and validates each request and response against openapi.yaml, so the spec
+// cannot drift from the code.
+func TestOpenAPIMatchesTheAdminAPI(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	doc, err := openapi3.NewLoader().LoadFromFile("../openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Validate(ctx); err != nil {
+		t.Fatalf("openapi.yaml is invalid: %v", err)
+	}
+	h := startGateway(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }"))
+	doc.Servers = openapi3.Servers{{URL: h.admin}} // the test's own listener
+	router, err := legacy.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.get("/keyed", "X-API-Key", "alice")
+	h.get("/keyed", "X-API-Key", "alice")
+	h.get("/keyed", "X-API-Key", "alice")
+	auth := func(context.Context, *openapi3filter.AuthenticationInput) error { return nil }
+	for _, tc := range []struct {
+		method, path, body string
+		token              bool
+		want               int
+	}{
+		{"GET", "/healthz", "", false, 200},
+		{"GET", "/readyz", "", false, 200},
+		{"GET", "/v1/policies", "", true, 200},
+		{"GET", "/v1/policies", "", false, 401},
+		{"GET", "/v1/policies/by-key/keys?limit=10", "", true, 200},
+		{"GET", "/v1/policies/by-key/keys?limit=0", "", true, 400},
+		{"GET", "/v1/policies/nope/keys", "", true, 404},
+		{"GET", "/v1/policies/by-key/keys/alice", "", true, 200},
+		{"DELETE", "/v1/policies/by-key/keys/alice", "", true, 204},
+		{"PUT", "/v1/counters/seats", `{"value":1,"min":0,"max":2}`, true, 200},
+		{"GET", "/v1/counters/seats", "", true, 200},
+		{"GET", "/v1/counters/none", "", true, 404},
+		{"POST", "/v1/counters/seats/increment", `{"by":1}`, true, 200},
+		{"POST", "/v1/counters/seats/increment", "", true, 409},
+		{"POST", "/v1/counters/seats/decrement", `{"by":2}`, true, 200},
+		{"GET", "/v1/counters", "", true, 200},
+		{"DELETE", "/v1/counters/seats", "", true, 204},
+	} {
+		var body io.Reader
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+		}
+		req, err := http.NewRequest(tc.method, h.admin+tc.path, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if tc.token {
+			req.Header.Set("Authorization", "Bearer secret")
+		}
+		route, params, err := router.FindRoute(req)
+		if err != nil {
+			t.Fatalf("%s %s: not in openapi.yaml: %v", tc.method, tc.path, err)
+		}
+		in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: auth}}
+		if tc.want < 400 {
+			if err := openapi3filter.ValidateRequest(ctx, in); err != nil {
+				t.Fatalf("%s %s: request does not match the spec: %v", tc.method, tc.path, err)
+			}
+			if tc.body != "" {
+				req.Body = io.NopCloser(strings.NewReader(tc.body))
+			}
+		}
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("%s %s: %d, want %d: %s", tc.method, tc.path, resp.StatusCode, tc.want, b)
+		}
+		out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+			Body: io.NopCloser(bytes.NewReader(b))}
+		if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
+			t.Fatalf("%s %s: response %d does not match the spec: %v\n%s", tc.method, tc.path, resp.StatusCode, err, b)
+		}
+	}
+}
