@@ -14,13 +14,17 @@ import (
 const usage = `usage:
   sluice [serve] [-config FILE]   run the gateway (default config.yaml)
   sluice validate [-config FILE]  check a config; exit 1 and print each error
-`
+  sluice keys ... | counters ...  talk to a running gateway's admin API
+` + clientUsage
 
 // Main is the sluice command: it parses args (without the program name),
 // runs, and returns the exit code. SIGHUP reloads the config; SIGINT and
 // SIGTERM drain in-flight requests and return 0.
 func Main(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
+	if len(args) > 0 && (args[0] == "keys" || args[0] == "counters") {
+		return runClient(args[0], args[1:], stdout, stderr)
+	}
 	if len(args) > 0 && (args[0] == "serve" || args[0] == "validate") {
 		cmd, args = args[0], args[1:]
 	}
