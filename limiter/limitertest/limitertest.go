@@ -59,6 +59,8 @@ type Harness struct {
 	// AllKeysHaveTTL checks that every limiter key the store wrote expires.
 	// Nil skips that check.
 	AllKeysHaveTTL func(t *testing.T)
+	// Now returns the store's time; nil skips the history test.
+	Now func() time.Time
 }
 
 // Start is a time at which the test clocks start: aligned to a whole hour so
@@ -129,6 +131,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness) {
 	t.Run("Counters", func(t *testing.T) { testCounters(t, newHarness(t)) })
 	t.Run("CountersConcurrent", func(t *testing.T) { testCountersConcurrent(t, newHarness(t)) })
 	t.Run("CheckSeveralPolicies", func(t *testing.T) { testCheck(t, newHarness(t)) })
+	t.Run("History", func(t *testing.T) { testHistory(t, newHarness(t)) })
 }
 
 func testExactAtLimit(t *testing.T, h *Harness, alg limiter.Algorithm) {
@@ -591,5 +594,46 @@ func testCheck(t *testing.T, h *Harness) {
 	}
 	if u := MustPeek(t, h.Store, shadow, "k"); u.Count != 1 || u.Rejected != 4 {
 		t.Fatalf("shadow policy: %+v, want count 1 rejected 4", u)
+	}
+}
+
+func testHistory(t *testing.T, h *Harness) {
+	hs, ok := h.Store.(limiter.History)
+	if !ok || h.Now == nil {
+		t.Skip("the store keeps no history, or the harness has no clock")
+	}
+	ctx := context.Background()
+	h.Advance(2 * time.Hour)
+	now := h.Now()
+	seven := int64(7)
+	points := []limiter.Point{
+		{Minute: now.Add(-90 * time.Minute), Admitted: 1},
+		{Minute: now.Add(-30 * time.Minute), Admitted: 2, Rejected: 1},
+		{Minute: now.Add(-30 * time.Minute), Admitted: 3},
+		{Minute: now, Rejected: 4, Value: &seven},
+	}
+	if err := hs.AddHistory(ctx, "policy:p", points); err != nil {
+		t.Fatal(err)
+	}
+	got, err := hs.History(ctx, "policy:p", now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Admitted != 5 || got[0].Rejected != 1 || got[1].Rejected != 4 || got[1].Value == nil || *got[1].Value != 7 {
+		t.Fatalf("history since an hour ago: %+v, want minutes -30 (5/1) and 0 (0/4, value 7)", got)
+	}
+	if want := now.Add(-30 * time.Minute).Truncate(time.Minute); !got[0].Minute.Equal(want) {
+		t.Fatalf("minute %v, want %v", got[0].Minute, want)
+	}
+	h.Advance(limiter.HistoryRetention - 20*time.Minute) // the minute at -30 is now past the retention
+	got, err = hs.History(ctx, "policy:p", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Rejected != 4 {
+		t.Fatalf("23h40m later: %+v, want only the newest minute", got)
+	}
+	if got, _ := hs.History(ctx, "policy:none", time.Time{}); len(got) != 0 {
+		t.Fatalf("an unknown series: %+v", got)
 	}
 }

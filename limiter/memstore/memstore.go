@@ -46,6 +46,8 @@ type Store struct {
 	seed     maphash.Seed
 	clock    func() time.Time
 	counters counters
+	histMu   sync.Mutex
+	hist     map[string][]minute
 	stop     chan struct{}
 	done     chan struct{}
 	closing  sync.Once
@@ -99,6 +101,7 @@ func New(opts Options) *Store {
 		s.shards[i].m = make(map[entryKey]*entry)
 	}
 	s.counters.m = make(map[string]limiter.Counter)
+	s.hist = make(map[string][]minute)
 	interval := opts.SweepInterval
 	if interval == 0 {
 		interval = time.Minute

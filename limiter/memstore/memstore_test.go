@@ -19,6 +19,7 @@ func newHarness(t *testing.T) *limitertest.Harness {
 	return &limitertest.Harness{
 		Store:              s,
 		Advance:            clock.Advance,
+		Now:                clock.Now,
 		GCRAFollowsAdvance: true,
 		Expired: func(t *testing.T) bool {
 			s.Sweep()

@@ -50,6 +50,7 @@ func TestMiniredis(t *testing.T) {
 				m.FastForward(d)
 			},
 			GCRAFollowsAdvance: true,
+			Now:                clock.Now,
 			Expired: func(t *testing.T) bool {
 				for _, k := range m.Keys() {
 					if isLimiterKey(redisstore.DefaultPrefix, k) {
@@ -112,6 +113,7 @@ func realHarness(t *testing.T, client redis.UniversalClient) *limitertest.Harnes
 	return &limitertest.Harness{
 		Store:   s,
 		Advance: clock.Advance,
+		Now:     clock.Now,
 		AllKeysHaveTTL: func(t *testing.T) {
 			n := 0
 			scan(func(ctx context.Context, c *redis.Client, key string) {
