@@ -96,6 +96,9 @@ func (g *Gateway) v1Routes() []adminRoute {
 		{"DELETE /v1/counters/{name}", g.deleteCounter},
 		{"POST /v1/counters/{name}/increment", g.stepCounter(1)},
 		{"POST /v1/counters/{name}/decrement", g.stepCounter(-1)},
+		{"GET /v1/policies/{policy}/history", g.policyHistory},
+		{"GET /v1/policies/{policy}/keys/{key}/history", g.keyHistory},
+		{"GET /v1/counters/{name}/history", g.counterHistory},
 	}
 }
 
@@ -346,6 +349,7 @@ func (g *Gateway) putCounter(w http.ResponseWriter, r *http.Request) {
 		g.storeError(w, err)
 		return
 	}
+	g.recordCounter(r.Context(), c)
 	writeJSON(w, http.StatusOK, c)
 }
 
@@ -378,6 +382,7 @@ func (g *Gateway) stepCounter(sign int64) http.HandlerFunc {
 			g.storeError(w, err)
 			return
 		}
+		g.recordCounter(r.Context(), c)
 		writeJSON(w, http.StatusOK, c)
 	}
 }
@@ -392,4 +397,48 @@ func (g *Gateway) deleteCounter(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// writeHistory answers the points of series since ?since= (RFC 3339; default
+// the whole retention).
+func (g *Gateway) writeHistory(w http.ResponseWriter, r *http.Request, series string, extra map[string]any) {
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "since must be an RFC 3339 time, e.g. 2026-11-25T10:00:00Z")
+			return
+		}
+		since = t
+	}
+	points := []limiter.Point{}
+	if h, ok := g.state.Load().store.(limiter.History); ok {
+		got, err := h.History(r.Context(), series, since)
+		if err != nil {
+			g.storeError(w, err)
+			return
+		}
+		points = append(points, got...)
+	}
+	extra["points"] = points
+	writeJSON(w, http.StatusOK, extra)
+}
+
+func (g *Gateway) policyHistory(w http.ResponseWriter, r *http.Request) {
+	if _, p, ok := g.policy(w, r); ok {
+		g.writeHistory(w, r, policySeries(p.Name), map[string]any{"policy": p.Name})
+	}
+}
+
+func (g *Gateway) keyHistory(w http.ResponseWriter, r *http.Request) {
+	if _, p, ok := g.policy(w, r); ok {
+		key := r.PathValue("key")
+		g.writeHistory(w, r, keySeries(p.Name, key), map[string]any{"policy": p.Name, "key": key})
+	}
+}
+
+func (g *Gateway) counterHistory(w http.ResponseWriter, r *http.Request) {
+	if name, ok := counterName(w, r); ok {
+		g.writeHistory(w, r, counterSeries(name), map[string]any{"counter": name})
+	}
 }

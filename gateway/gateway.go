@@ -70,6 +70,10 @@ type Gateway struct {
 	proxySrv, adminSrv *http.Server
 	serveErr           chan error
 	closeOnce          sync.Once
+
+	history     *recorder
+	historyStop chan struct{}
+	historyDone chan struct{}
 }
 
 // state is everything a request needs, swapped whole by Reload.
@@ -84,7 +88,8 @@ type state struct {
 
 // New loads the config and builds a Gateway; Start opens its listeners.
 func New(opts Options) (*Gateway, error) {
-	g := &Gateway{opts: opts, metrics: newMetrics(), buffers: newBufferPool(), serveErr: make(chan error, 2), transports: map[time.Duration]*http.Transport{}}
+	g := &Gateway{opts: opts, metrics: newMetrics(), buffers: newBufferPool(), serveErr: make(chan error, 2), transports: map[time.Duration]*http.Transport{},
+		history: newRecorder(time.Now), historyStop: make(chan struct{}), historyDone: make(chan struct{})}
 	if g.opts.LogOutput == nil {
 		g.opts.LogOutput = io.Discard
 	}
@@ -215,7 +220,7 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 			rt.limiter, err = middleware.New(st.store, rules,
 				middleware.WithIPResolver(ip),
 				middleware.WithErrorHandler(onError),
-				middleware.WithObserver(g.metrics.observe))
+				middleware.WithObserver(g.observe))
 			if err != nil {
 				return fail(fmt.Errorf("routes %s: %w", rc.Name, err))
 			}
@@ -302,6 +307,7 @@ func (g *Gateway) Start() error {
 	if g.opts.Watch {
 		g.watch()
 	}
+	go g.historyLoop()
 	g.log.Load().Info("sluice listening", "proxy", g.proxyLn.Addr().String(), "admin", g.adminLn.Addr().String(), "store", cfg.Store.Backend)
 	return nil
 }
@@ -359,10 +365,17 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		if g.watcher != nil {
 			_ = g.watcher.Unwatch()
 		}
+		if g.proxySrv != nil {
+			close(g.historyStop)
+			<-g.historyDone
+		}
 		errs := []error{}
 		if g.proxySrv != nil {
 			errs = append(errs, g.proxySrv.Shutdown(ctx), g.adminSrv.Shutdown(ctx))
 		}
+		fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = g.FlushHistory(fctx)
+		cancel()
 		g.transportsMu.Lock()
 		for _, t := range g.transports {
 			t.CloseIdleConnections()

@@ -35,6 +35,10 @@ func TestOpenAPIMatchesTheAdminAPI(t *testing.T) {
 	h.get("/keyed", "X-API-Key", "alice")
 	h.get("/keyed", "X-API-Key", "alice")
 	h.get("/keyed", "X-API-Key", "alice")
+	h.get("/keyed", "X-API-Key", "bob")
+	if err := h.g.FlushHistory(ctx); err != nil {
+		t.Fatal(err)
+	}
 	auth := func(context.Context, *openapi3filter.AuthenticationInput) error { return nil }
 	for _, tc := range []struct {
 		method, path, body string
@@ -57,6 +61,9 @@ func TestOpenAPIMatchesTheAdminAPI(t *testing.T) {
 		{"POST", "/v1/counters/seats/increment", "", true, 409},
 		{"POST", "/v1/counters/seats/decrement", `{"by":2}`, true, 200},
 		{"GET", "/v1/counters", "", true, 200},
+		{"GET", "/v1/policies/by-key/history", "", true, 200},
+		{"GET", "/v1/policies/by-key/keys/bob/history", "", true, 200},
+		{"GET", "/v1/counters/seats/history", "", true, 200},
 		{"DELETE", "/v1/counters/seats", "", true, 204},
 	} {
 		var body io.Reader

@@ -64,6 +64,8 @@ type Event struct {
 	// was evaluated (DecisionAllowed, ...).
 	Policies  []string
 	Decisions []string
+	Keys      []string // the key each policy counted
+	Costs     []int64
 	Duration  time.Duration // time spent deciding, store included
 	Err       error         // the store error, if any
 }
@@ -281,7 +283,13 @@ func (l *Limiter) report(r *http.Request, reqs []limiter.Request, out limiter.Ou
 	if err != nil && len(labels) < len(reqs) {
 		labels = append(labels, DecisionError)
 	}
-	l.observe(Event{Request: r, Policies: l.labels[:len(labels)], Decisions: labels, Duration: took, Err: err})
+	var keyBuf [maxStackRules]string
+	var costBuf [maxStackRules]int64
+	keys, costs := keyBuf[:0], costBuf[:0]
+	for i := range labels {
+		keys, costs = append(keys, reqs[i].Key), append(costs, reqs[i].Cost)
+	}
+	l.observe(Event{Request: r, Policies: l.labels[:len(labels)], Decisions: labels, Keys: keys, Costs: costs, Duration: took, Err: err})
 }
 
 // Handler returns next behind the limiter.
