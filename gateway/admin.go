@@ -30,6 +30,8 @@ func (g *Gateway) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", g.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /ui/", uiHandler())
+	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 
 	v1 := http.NewServeMux()
 	for _, rt := range g.v1Routes() {
