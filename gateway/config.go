@@ -37,6 +37,19 @@ type Config struct {
 	Log             LogConfig               `koanf:"log"`
 	Policies        map[string]PolicyConfig `koanf:"policies"`
 	Routes          []RouteConfig           `koanf:"routes"`
+	Alerts          []AlertConfig           `koanf:"alerts"`
+}
+
+// AlertConfig posts a JSON event to a webhook when a policy's key or a
+// counter crosses a threshold.
+type AlertConfig struct {
+	Name     string        `koanf:"name"`
+	Policy   string        `koanf:"policy"`   // watch every key of this policy, or
+	Counter  string        `koanf:"counter"`  // watch this counter
+	Share    float64       `koanf:"share"`    // threshold as a share of the limit (policy) or of max (counter), or
+	Value    int64         `koanf:"value"`    // an absolute threshold
+	Webhook  string        `koanf:"webhook"`  // http or https URL
+	Cooldown time.Duration `koanf:"cooldown"` // per key (policy) or per counter; default 1m
 }
 
 // AdminConfig configures the admin listener.
@@ -387,6 +400,11 @@ func (c *Config) applyDefaults() {
 		}
 		c.Policies[name] = p
 	}
+	for i := range c.Alerts {
+		if c.Alerts[i].Cooldown == 0 {
+			c.Alerts[i].Cooldown = time.Minute
+		}
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
 		if r.Upstream != nil && r.Upstream.Timeout == 0 {
@@ -544,6 +562,38 @@ func (c *Config) Validate() error {
 			if _, ok := c.Policies[p]; !ok {
 				bad(path+".policies["+strconv.Itoa(j)+"]", "unknown policy %q", p)
 			}
+		}
+	}
+	alertNames := map[string]bool{}
+	for i, a := range c.Alerts {
+		path := "alerts[" + strconv.Itoa(i) + "]"
+		if !limiter.ValidName(a.Name) {
+			bad(path+".name", "must match [A-Za-z0-9_-]+, got %q", a.Name)
+		} else if alertNames[a.Name] {
+			bad(path+".name", "duplicate alert name %q", a.Name)
+		}
+		alertNames[a.Name] = true
+		switch {
+		case (a.Policy == "") == (a.Counter == ""):
+			bad(path, "needs exactly one of policy and counter")
+		case a.Policy != "":
+			if _, ok := c.Policies[a.Policy]; !ok {
+				bad(path+".policy", "unknown policy %q", a.Policy)
+			}
+		case !limiter.ValidCounterName(a.Counter):
+			bad(path+".counter", "%q is not a valid counter name", a.Counter)
+		}
+		if (a.Share == 0) == (a.Value == 0) {
+			bad(path, "needs exactly one of share and value")
+		}
+		if a.Share < 0 {
+			bad(path+".share", "must be > 0")
+		}
+		if u, err := url.Parse(a.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(path+".webhook", "must be an http or https URL, got %q", a.Webhook)
+		}
+		if a.Cooldown < 0 {
+			bad(path+".cooldown", "must be >= 0")
 		}
 	}
 	if len(errs) > 0 {

@@ -47,6 +47,10 @@ type Options struct {
 	// ReadHeaderTimeout bounds how long a client may take to send request
 	// headers (slowloris protection); zero means 10s.
 	ReadHeaderTimeout time.Duration
+	// Clock is the time for alert cooldowns; nil means time.Now.
+	Clock func() time.Time
+	// AlertBackoff is the first wait between webhook retries; zero means 1s.
+	AlertBackoff time.Duration
 }
 
 // Gateway is a running Sluice: a proxy listener and an admin listener over
@@ -74,6 +78,7 @@ type Gateway struct {
 	history     *recorder
 	historyStop chan struct{}
 	historyDone chan struct{}
+	alerts      *alerter
 }
 
 // state is everything a request needs, swapped whole by Reload.
@@ -105,6 +110,15 @@ func New(opts Options) (*Gateway, error) {
 	}
 	g.state.Store(st)
 	g.setToken(cfg)
+	clock, backoff := opts.Clock, opts.AlertBackoff
+	if clock == nil {
+		clock = time.Now
+	}
+	if backoff <= 0 {
+		backoff = time.Second
+	}
+	g.alerts = newAlerter(clock, backoff, g.metrics.alerts)
+	g.alerts.configure(cfg.Alerts)
 	return g, nil
 }
 
@@ -263,6 +277,7 @@ func (g *Gateway) Reload() error {
 	g.setLogger(cfg)
 	g.state.Store(st)
 	g.setToken(cfg)
+	g.alerts.configure(cfg.Alerts)
 	if st.store != prev.store {
 		// Requests that loaded the old state may still be using its store.
 		old := prev.store
@@ -376,6 +391,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = g.FlushHistory(fctx)
 		cancel()
+		g.alerts.close()
 		g.transportsMu.Lock()
 		for _, t := range g.transports {
 			t.CloseIdleConnections()

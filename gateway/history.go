@@ -119,8 +119,10 @@ func (g *Gateway) historyLoop() {
 	}
 }
 
-// recordCounter adds a counter's value to its history.
+// recordCounter adds a counter's value to its history and checks its
+// alerts.
 func (g *Gateway) recordCounter(ctx context.Context, c limiter.Counter) {
+	g.alerts.counter(c)
 	if h, ok := g.state.Load().store.(limiter.History); ok {
 		v := c.Value
 		_ = h.AddHistory(ctx, counterSeries(c.Name), []limiter.Point{{Minute: time.Now().UTC(), Value: &v}})
@@ -131,4 +133,5 @@ func (g *Gateway) recordCounter(ctx context.Context, c limiter.Counter) {
 func (g *Gateway) observe(e middleware.Event) {
 	g.metrics.observe(e)
 	g.history.observe(e)
+	g.alerts.observe(e)
 }

@@ -17,6 +17,7 @@ type metrics struct {
 	upstream        *prometheus.HistogramVec
 	storeErrors     prometheus.Counter
 	reloads         *prometheus.CounterVec
+	alerts          *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -48,8 +49,12 @@ func newMetrics() *metrics {
 			Name: "sluice_config_reloads_total",
 			Help: "Config reloads by result: success or error.",
 		}, []string{"result"}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_alert_deliveries_total",
+			Help: "Alert webhook deliveries by alert and result: delivered or failed.",
+		}, []string{"alert", "result"}),
 	}
-	m.registry.MustRegister(m.requests, m.decisions, m.limiterDuration, m.upstream, m.storeErrors, m.reloads,
+	m.registry.MustRegister(m.requests, m.decisions, m.limiterDuration, m.upstream, m.storeErrors, m.reloads, m.alerts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")

@@ -112,7 +112,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
 		t.Fatalf("the counter never showed 2: %v", err)
 	}
-	resp, body = h.adminDo("GET", "/v1/counters/visits", "")
+	_, body = h.adminDo("GET", "/v1/counters/visits", "")
 	if decode[map[string]any](t, body)["value"] != float64(2) {
 		t.Fatalf("after the + button the counter is %s", body)
 	}

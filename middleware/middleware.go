@@ -66,6 +66,8 @@ type Event struct {
 	Decisions []string
 	Keys      []string // the key each policy counted
 	Costs     []int64
+	Counts    []int64 // each policy's count for its key after the decision
+	Limits    []int64
 	Duration  time.Duration // time spent deciding, store included
 	Err       error         // the store error, if any
 }
@@ -284,12 +286,18 @@ func (l *Limiter) report(r *http.Request, reqs []limiter.Request, out limiter.Ou
 		labels = append(labels, DecisionError)
 	}
 	var keyBuf [maxStackRules]string
-	var costBuf [maxStackRules]int64
-	keys, costs := keyBuf[:0], costBuf[:0]
+	var costBuf, countBuf, limitBuf [maxStackRules]int64
+	keys, costs, counts, limits := keyBuf[:0], costBuf[:0], countBuf[:0], limitBuf[:0]
 	for i := range labels {
 		keys, costs = append(keys, reqs[i].Key), append(costs, reqs[i].Cost)
+		var count, limit int64
+		if i < len(out.Decisions) {
+			count, limit = out.Decisions[i].Count, out.Decisions[i].Limit
+		}
+		counts, limits = append(counts, count), append(limits, limit)
 	}
-	l.observe(Event{Request: r, Policies: l.labels[:len(labels)], Decisions: labels, Keys: keys, Costs: costs, Duration: took, Err: err})
+	l.observe(Event{Request: r, Policies: l.labels[:len(labels)], Decisions: labels, Keys: keys, Costs: costs,
+		Counts: counts, Limits: limits, Duration: took, Err: err})
 }
 
 // Handler returns next behind the limiter.

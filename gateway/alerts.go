@@ -1,0 +1,180 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/middleware"
+)
+
+// AlertEvent is the JSON body posted to an alert's webhook.
+type AlertEvent struct {
+	Alert     string    `json:"alert"`
+	Policy    string    `json:"policy,omitempty"`
+	Counter   string    `json:"counter,omitempty"`
+	Key       string    `json:"key,omitempty"`
+	Value     int64     `json:"value"`
+	Threshold int64     `json:"threshold"`
+	Time      time.Time `json:"time"`
+}
+
+// alerter checks thresholds and delivers events from one goroutine, with
+// retries and exponential backoff; a full queue drops events (counted as
+// failed) rather than slowing requests down.
+type alerter struct {
+	now      func() time.Time
+	client   *http.Client
+	backoff  time.Duration
+	attempts int
+	metric   *prometheus.CounterVec
+
+	mu     sync.Mutex
+	alerts []AlertConfig
+	last   map[string]time.Time // alert + "\\x00" + key -> last firing
+
+	queue  chan delivery
+	done   chan struct{}
+	closed bool // under mu
+}
+
+type delivery struct {
+	url   string
+	event AlertEvent
+}
+
+func newAlerter(now func() time.Time, backoff time.Duration, metric *prometheus.CounterVec) *alerter {
+	a := &alerter{now: now, client: &http.Client{Timeout: 5 * time.Second}, backoff: backoff, attempts: 4,
+		metric: metric, last: map[string]time.Time{}, queue: make(chan delivery, 1024), done: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+// configure replaces the alerts (on start and reload); cooldowns of alerts
+// that keep their name carry over.
+func (a *alerter) configure(alerts []AlertConfig) {
+	a.mu.Lock()
+	a.alerts = alerts
+	a.mu.Unlock()
+}
+
+func threshold(share float64, value, of int64) int64 {
+	if value > 0 {
+		return value
+	}
+	return int64(math.Ceil(share * float64(of)))
+}
+
+// fire queues ev unless its alert fired for the same key within cooldown.
+func (a *alerter) fire(cfg AlertConfig, ev AlertEvent) {
+	if a.closed {
+		return
+	}
+	k := cfg.Name + "\x00" + ev.Policy + ev.Counter + "\x00" + ev.Key
+	if last, ok := a.last[k]; ok && ev.Time.Sub(last) < cfg.Cooldown {
+		return
+	}
+	a.last[k] = ev.Time
+	select {
+	case a.queue <- delivery{cfg.Webhook, ev}:
+	default:
+		a.metric.WithLabelValues(cfg.Name, "failed").Inc()
+	}
+}
+
+// observe checks the policy alerts against one request's decisions.
+func (a *alerter) observe(e middleware.Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.alerts) == 0 {
+		return
+	}
+	now := a.now().UTC()
+	for _, cfg := range a.alerts {
+		for i, p := range e.Policies {
+			if cfg.Policy != p || i >= len(e.Counts) {
+				continue
+			}
+			if t := threshold(cfg.Share, cfg.Value, e.Limits[i]); e.Counts[i] >= t {
+				a.fire(cfg, AlertEvent{Alert: cfg.Name, Policy: p, Key: e.Keys[i], Value: e.Counts[i], Threshold: t, Time: now})
+			}
+		}
+	}
+}
+
+// counter checks the counter alerts against a counter's new value.
+func (a *alerter) counter(c limiter.Counter) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.now().UTC()
+	for _, cfg := range a.alerts {
+		if cfg.Counter != c.Name {
+			continue
+		}
+		if cfg.Value == 0 && c.Max == nil {
+			continue // a share of no max
+		}
+		var limit int64
+		if c.Max != nil {
+			limit = *c.Max
+		}
+		if t := threshold(cfg.Share, cfg.Value, limit); c.Value >= t {
+			a.fire(cfg, AlertEvent{Alert: cfg.Name, Counter: c.Name, Value: c.Value, Threshold: t, Time: now})
+		}
+	}
+}
+
+func (a *alerter) run() {
+	defer close(a.done)
+	for d := range a.queue {
+		a.deliver(d)
+	}
+}
+
+// deliver posts one event, retrying 5xx answers and network errors.
+func (a *alerter) deliver(d delivery) {
+	body, _ := json.Marshal(d.event)
+	wait := a.backoff
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
+		if err == nil {
+			req.Header.Set("Content-Type", "application/json")
+			var resp *http.Response
+			if resp, err = a.client.Do(req); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode < 300 {
+					cancel()
+					a.metric.WithLabelValues(d.event.Alert, "delivered").Inc()
+					return
+				}
+				if resp.StatusCode < 500 {
+					attempt = a.attempts // a 4xx will not get better
+				}
+			}
+		}
+		cancel()
+		if attempt >= a.attempts {
+			a.metric.WithLabelValues(d.event.Alert, "failed").Inc()
+			return
+		}
+		time.Sleep(wait)
+		wait *= 2
+	}
+}
+
+// close stops the delivery goroutine after the queue drains.
+func (a *alerter) close() {
+	a.mu.Lock()
+	a.closed = true
+	close(a.queue)
+	a.mu.Unlock()
+	<-a.done
+}
