@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -9,8 +11,13 @@ import (
 	"github.com/sluice-gateway/sluice/middleware"
 )
 
-// maxKeysPerFlush bounds the per-key series one flush writes for a policy.
-const maxKeysPerFlush = 1000
+// maxKeysPerFlush bounds the per-key series one flush writes for a policy:
+// only its busiest keys get a history, so a flood of distinct keys cannot
+// flood the store.
+const maxKeysPerFlush = 100
+
+// maxKeysTracked bounds the keys counted per policy between two flushes.
+const maxKeysTracked = 10_000
 
 // recorder counts admitted and rejected requests per minute, per policy and
 // per key, and adds them to the store's history every few seconds.
@@ -63,7 +70,7 @@ func (r *recorder) observe(e middleware.Event) {
 		p.Rejected += rejected
 		ks := keySeries(policy, e.Keys[i])
 		if _, seen := r.pending[seriesMinute{ks, m}]; !seen {
-			if r.perKey[policy] >= maxKeysPerFlush {
+			if r.perKey[policy] >= maxKeysTracked {
 				continue
 			}
 			r.perKey[policy]++
@@ -81,8 +88,29 @@ func (r *recorder) flush(ctx context.Context, h limiter.History) error {
 	r.pending, r.perKey = map[seriesMinute]*limiter.Point{}, map[string]int{}
 	r.mu.Unlock()
 	bySeries := map[string][]limiter.Point{}
+	keyTotals := map[string]map[string]int64{} // policy -> key series -> requests
 	for k, p := range pending {
 		bySeries[k.series] = append(bySeries[k.series], *p)
+		if rest, ok := strings.CutPrefix(k.series, "key:"); ok {
+			policy, _, _ := strings.Cut(rest, ":")
+			if keyTotals[policy] == nil {
+				keyTotals[policy] = map[string]int64{}
+			}
+			keyTotals[policy][k.series] += p.Admitted + p.Rejected
+		}
+	}
+	for _, totals := range keyTotals {
+		if len(totals) <= maxKeysPerFlush {
+			continue
+		}
+		names := make([]string, 0, len(totals))
+		for name := range totals {
+			names = append(names, name)
+		}
+		sort.Slice(names, func(i, j int) bool { return totals[names[i]] > totals[names[j]] })
+		for _, name := range names[maxKeysPerFlush:] {
+			delete(bySeries, name)
+		}
 	}
 	var first error
 	for series, points := range bySeries {

@@ -8,13 +8,13 @@ import (
 	"github.com/sluice-gateway/sluice/limiter"
 )
 
-// maxSeries bounds the history the memory store keeps.
+// maxSeries bounds the history series the memory store keeps; each holds
+// only the minutes that have data, at most a day of them.
 const maxSeries = 10_000
 
 const minutesKept = int64(limiter.HistoryRetention / time.Minute)
 
 type minute struct {
-	stamp              int64 // Unix minute; 0 when empty
 	admitted, rejected int64
 	value              *int64
 }
@@ -23,21 +23,29 @@ var _ limiter.History = (*Store)(nil)
 
 // AddHistory implements limiter.History.
 func (s *Store) AddHistory(_ context.Context, series string, points []limiter.Point) error {
+	oldest := s.clock().Unix()/60 - minutesKept + 1
 	s.histMu.Lock()
 	defer s.histMu.Unlock()
-	ring := s.hist[series]
-	if ring == nil {
+	ms := s.hist[series]
+	if ms == nil {
 		if len(s.hist) >= maxSeries {
-			return nil // full: new series are not kept
+			s.pruneHistory(oldest)
+			if len(s.hist) >= maxSeries {
+				return nil // full of live series: new ones are not kept
+			}
 		}
-		ring = make([]minute, minutesKept)
-		s.hist[series] = ring
+		ms = map[int64]*minute{}
+		s.hist[series] = ms
 	}
 	for _, p := range points {
 		m := p.Minute.Unix() / 60
-		slot := &ring[m%minutesKept]
-		if slot.stamp != m {
-			*slot = minute{stamp: m}
+		if m < oldest {
+			continue
+		}
+		slot := ms[m]
+		if slot == nil {
+			slot = &minute{}
+			ms[m] = slot
 		}
 		slot.admitted += p.Admitted
 		slot.rejected += p.Rejected
@@ -46,7 +54,26 @@ func (s *Store) AddHistory(_ context.Context, series string, points []limiter.Po
 			slot.value = &v
 		}
 	}
+	for m := range ms {
+		if m < oldest {
+			delete(ms, m)
+		}
+	}
 	return nil
+}
+
+// pruneHistory drops minutes past the retention and series left empty.
+func (s *Store) pruneHistory(oldest int64) {
+	for name, ms := range s.hist {
+		for m := range ms {
+			if m < oldest {
+				delete(ms, m)
+			}
+		}
+		if len(ms) == 0 {
+			delete(s.hist, name)
+		}
+	}
 }
 
 // History implements limiter.History.
@@ -56,9 +83,9 @@ func (s *Store) History(_ context.Context, series string, since time.Time) ([]li
 	s.histMu.Lock()
 	defer s.histMu.Unlock()
 	var out []limiter.Point
-	for _, m := range s.hist[series] {
-		if m.stamp >= from && m.stamp <= now {
-			out = append(out, limiter.Point{Minute: time.Unix(m.stamp*60, 0).UTC(), Admitted: m.admitted, Rejected: m.rejected, Value: m.value})
+	for m, v := range s.hist[series] {
+		if m >= from && m <= now {
+			out = append(out, limiter.Point{Minute: time.Unix(m*60, 0).UTC(), Admitted: v.admitted, Rejected: v.rejected, Value: v.value})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Minute.Before(out[j].Minute) })

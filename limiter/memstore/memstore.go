@@ -47,7 +47,7 @@ type Store struct {
 	clock    func() time.Time
 	counters counters
 	histMu   sync.Mutex
-	hist     map[string][]minute
+	hist     map[string]map[int64]*minute
 	stop     chan struct{}
 	done     chan struct{}
 	closing  sync.Once
@@ -101,7 +101,7 @@ func New(opts Options) *Store {
 		s.shards[i].m = make(map[entryKey]*entry)
 	}
 	s.counters.m = make(map[string]limiter.Counter)
-	s.hist = make(map[string][]minute)
+	s.hist = make(map[string]map[int64]*minute)
 	interval := opts.SweepInterval
 	if interval == 0 {
 		interval = time.Minute
