@@ -47,7 +47,8 @@ type Options struct {
 	// ReadHeaderTimeout bounds how long a client may take to send request
 	// headers (slowloris protection); zero means 10s.
 	ReadHeaderTimeout time.Duration
-	// Clock is the time for alert cooldowns; nil means time.Now.
+	// Clock is the time for history minutes and alert cooldowns; nil means
+	// time.Now.
 	Clock func() time.Time
 	// AlertBackoff is the first wait between webhook retries; zero means 1s.
 	AlertBackoff time.Duration
@@ -117,6 +118,7 @@ func New(opts Options) (*Gateway, error) {
 	if backoff <= 0 {
 		backoff = time.Second
 	}
+	g.history.now = clock
 	g.alerts = newAlerter(clock, backoff, g.metrics.alerts)
 	g.alerts.configure(cfg.Alerts)
 	return g, nil

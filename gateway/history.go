@@ -153,7 +153,7 @@ func (g *Gateway) recordCounter(ctx context.Context, c limiter.Counter) {
 	g.alerts.counter(c)
 	if h, ok := g.state.Load().store.(limiter.History); ok {
 		v := c.Value
-		_ = h.AddHistory(ctx, counterSeries(c.Name), []limiter.Point{{Minute: time.Now().UTC(), Value: &v}})
+		_ = h.AddHistory(ctx, counterSeries(c.Name), []limiter.Point{{Minute: g.history.now().UTC(), Value: &v}})
 	}
 }
 
