@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,9 +37,10 @@ type alerter struct {
 	attempts int
 	metric   *prometheus.CounterVec
 
-	mu     sync.Mutex
-	alerts []AlertConfig
-	last   map[string]time.Time // alert + "\\x00" + key -> last firing
+	mu           sync.Mutex
+	alerts       []AlertConfig
+	policyAlerts atomic.Int32         // how many alerts watch a policy: requests skip the lock when none
+	last         map[string]time.Time // alert + "\\x00" + key -> last firing
 
 	queue  chan delivery
 	done   chan struct{}
@@ -60,8 +62,15 @@ func newAlerter(now func() time.Time, backoff time.Duration, metric *prometheus.
 // configure replaces the alerts (on start and reload); cooldowns of alerts
 // that keep their name carry over.
 func (a *alerter) configure(alerts []AlertConfig) {
+	n := 0
+	for _, cfg := range alerts {
+		if cfg.Policy != "" {
+			n++
+		}
+	}
 	a.mu.Lock()
 	a.alerts = alerts
+	a.policyAlerts.Store(int32(n))
 	a.mu.Unlock()
 }
 
@@ -91,11 +100,11 @@ func (a *alerter) fire(cfg AlertConfig, ev AlertEvent) {
 
 // observe checks the policy alerts against one request's decisions.
 func (a *alerter) observe(e middleware.Event) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.alerts) == 0 {
+	if a.policyAlerts.Load() == 0 {
 		return
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	now := a.now().UTC()
 	for _, cfg := range a.alerts {
 		for i, p := range e.Policies {

@@ -43,15 +43,7 @@ alerts:
   - { name: busy, counter: jobs, value: 10, webhook: %q }
 `, hook.URL, hook.URL)
 	clock := limitertest.NewClock(time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC))
-	g, err := gateway.New(gateway.Options{ConfigPath: writeConfig(t, cfg), Environ: []string{}, Clock: clock.Now, AlertBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, g: g, proxy: "http://" + g.ProxyAddr(), admin: "http://" + g.AdminAddr(), token: "secret", client: newClient()}
-	t.Cleanup(func() { _ = g.Shutdown(t.Context()) })
+	h := startGatewayWith(t, gateway.Options{ConfigPath: writeConfig(t, cfg), Clock: clock.Now, AlertBackoff: 10 * time.Millisecond})
 
 	received := func(n int) []gateway.AlertEvent {
 		t.Helper()

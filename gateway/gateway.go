@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -203,7 +204,7 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 			keySources[name] = append(keySources[name], src)
 		}
 	}
-	sortStrings(st.names)
+	slices.Sort(st.names)
 	onError := middleware.ErrorHandler(middleware.FailOpen)
 	if cfg.Store.OnError == "deny" {
 		onError = func(w http.ResponseWriter, r *http.Request, err error) bool {
@@ -245,14 +246,6 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 	}
 	st.routes = newRouteTable(routes)
 	return st, nil
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // Reload loads the config file again and, when it is valid, replaces the

@@ -81,23 +81,32 @@ func (l *logBuffer) String() string {
 // startGatewayLogs is startGateway with the logs written to w.
 func startGatewayLogs(t testing.TB, cfg string, w *logBuffer, environ ...string) *harness {
 	t.Helper()
-	path := writeConfig(t, cfg)
-	logs := &syncBuffer{ch: make(chan string, 10000)}
-	var out io.Writer = logs
+	opts := gateway.Options{ConfigPath: writeConfig(t, cfg), Environ: environ}
 	if w != nil {
-		out = w
+		opts.LogOutput = w
 	}
-	if environ == nil {
-		environ = []string{}
+	return startGatewayWith(t, opts)
+}
+
+// startGatewayWith starts a gateway with opts (no environment unless
+// opts.Environ says so) and shuts it down when the test ends.
+func startGatewayWith(t testing.TB, opts gateway.Options) *harness {
+	t.Helper()
+	logs := &syncBuffer{ch: make(chan string, 10000)}
+	if opts.LogOutput == nil {
+		opts.LogOutput = logs
 	}
-	g, err := gateway.New(gateway.Options{ConfigPath: path, Environ: environ, LogOutput: out})
+	if opts.Environ == nil {
+		opts.Environ = []string{}
+	}
+	g, err := gateway.New(opts)
 	if err != nil {
 		t.Fatalf("gateway.New: %v", err)
 	}
 	if err := g.Start(); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, g: g, path: path, proxy: "http://" + g.ProxyAddr(), admin: "http://" + g.AdminAddr(), token: g.AdminToken(), logs: logs,
+	h := &harness{t: t, g: g, path: opts.ConfigPath, proxy: "http://" + g.ProxyAddr(), admin: "http://" + g.AdminAddr(), token: g.AdminToken(), logs: logs,
 		client: newClient()}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

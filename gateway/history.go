@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -20,34 +19,39 @@ const maxKeysPerFlush = 100
 const maxKeysTracked = 10_000
 
 // recorder counts admitted and rejected requests per minute, per policy and
-// per key, and adds them to the store's history every few seconds.
+// per key, and adds them to the store's history every few seconds. Counting
+// touches only maps keyed by the strings the request already has; series
+// names are built at flush time.
 type recorder struct {
 	mu      sync.Mutex
 	now     func() time.Time
-	pending map[seriesMinute]*limiter.Point
+	pending map[recordKey]*limiter.Point
 	perKey  map[string]int // distinct keys this interval, per policy
 }
 
-type seriesMinute struct {
-	series string
-	minute int64
+// recordKey is one minute of a policy's total (total set) or of one key.
+type recordKey struct {
+	policy, key string
+	total       bool
+	minute      int64
 }
 
 func newRecorder(now func() time.Time) *recorder {
-	return &recorder{now: now, pending: map[seriesMinute]*limiter.Point{}, perKey: map[string]int{}}
+	return &recorder{now: now, pending: map[recordKey]*limiter.Point{}, perKey: map[string]int{}}
 }
 
 func policySeries(policy string) string   { return "policy:" + policy }
 func keySeries(policy, key string) string { return "key:" + policy + ":" + limiter.StoreKey(key) }
 func counterSeries(name string) string    { return "counter:" + name }
-func (r *recorder) add(series string, m int64) *limiter.Point {
-	k := seriesMinute{series, m}
+
+func (r *recorder) add(k recordKey, admitted, rejected int64) {
 	p := r.pending[k]
 	if p == nil {
-		p = &limiter.Point{Minute: time.Unix(m*60, 0).UTC()}
+		p = &limiter.Point{Minute: time.Unix(k.minute*60, 0).UTC()}
 		r.pending[k] = p
 	}
-	return p
+	p.Admitted += admitted
+	p.Rejected += rejected
 }
 
 // observe counts one request's decisions.
@@ -65,52 +69,60 @@ func (r *recorder) observe(e middleware.Event) {
 		default:
 			continue
 		}
-		p := r.add(policySeries(policy), m)
-		p.Admitted += admitted
-		p.Rejected += rejected
-		ks := keySeries(policy, e.Keys[i])
-		if _, seen := r.pending[seriesMinute{ks, m}]; !seen {
+		r.add(recordKey{policy: policy, total: true, minute: m}, admitted, rejected)
+		k := recordKey{policy: policy, key: e.Keys[i], minute: m}
+		if _, seen := r.pending[k]; !seen {
 			if r.perKey[policy] >= maxKeysTracked {
 				continue
 			}
 			r.perKey[policy]++
 		}
-		p = r.add(ks, m)
-		p.Admitted += admitted
-		p.Rejected += rejected
+		r.add(k, admitted, rejected)
 	}
 }
 
-// flush writes what was counted to the store's history.
+// flush writes what was counted to the store's history: every policy's
+// totals, and the series of each policy's busiest keys.
 func (r *recorder) flush(ctx context.Context, h limiter.History) error {
 	r.mu.Lock()
 	pending := r.pending
-	r.pending, r.perKey = map[seriesMinute]*limiter.Point{}, map[string]int{}
+	r.pending, r.perKey = map[recordKey]*limiter.Point{}, map[string]int{}
 	r.mu.Unlock()
-	bySeries := map[string][]limiter.Point{}
-	keyTotals := map[string]map[string]int64{} // policy -> key series -> requests
+	type keyOf struct{ policy, key string }
+	keyTotals := map[string]map[keyOf]int64{} // policy -> key -> requests
 	for k, p := range pending {
-		bySeries[k.series] = append(bySeries[k.series], *p)
-		if rest, ok := strings.CutPrefix(k.series, "key:"); ok {
-			policy, _, _ := strings.Cut(rest, ":")
-			if keyTotals[policy] == nil {
-				keyTotals[policy] = map[string]int64{}
-			}
-			keyTotals[policy][k.series] += p.Admitted + p.Rejected
+		if k.total {
+			continue
 		}
+		if keyTotals[k.policy] == nil {
+			keyTotals[k.policy] = map[keyOf]int64{}
+		}
+		keyTotals[k.policy][keyOf{k.policy, k.key}] += p.Admitted + p.Rejected
 	}
+	dropped := map[keyOf]bool{}
 	for _, totals := range keyTotals {
 		if len(totals) <= maxKeysPerFlush {
 			continue
 		}
-		names := make([]string, 0, len(totals))
-		for name := range totals {
-			names = append(names, name)
+		keys := make([]keyOf, 0, len(totals))
+		for k := range totals {
+			keys = append(keys, k)
 		}
-		sort.Slice(names, func(i, j int) bool { return totals[names[i]] > totals[names[j]] })
-		for _, name := range names[maxKeysPerFlush:] {
-			delete(bySeries, name)
+		sort.Slice(keys, func(i, j int) bool { return totals[keys[i]] > totals[keys[j]] })
+		for _, k := range keys[maxKeysPerFlush:] {
+			dropped[k] = true
 		}
+	}
+	bySeries := map[string][]limiter.Point{}
+	for k, p := range pending {
+		series := policySeries(k.policy)
+		if !k.total {
+			if dropped[keyOf{k.policy, k.key}] {
+				continue
+			}
+			series = keySeries(k.policy, k.key)
+		}
+		bySeries[series] = append(bySeries[series], *p)
 	}
 	var first error
 	for series, points := range bySeries {

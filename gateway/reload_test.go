@@ -105,15 +105,7 @@ func TestReloadOnFileChange(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
 	path := writeConfig(t, reloadConfig(up.URL, 3, ""))
-	g, err := gateway.New(gateway.Options{ConfigPath: path, Environ: []string{}, Watch: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, g: g, proxy: "http://" + g.ProxyAddr(), admin: "http://" + g.AdminAddr(), token: "secret", client: newClient()}
-	t.Cleanup(func() { _ = g.Shutdown(t.Context()) })
+	h := startGatewayWith(t, gateway.Options{ConfigPath: path, Watch: true})
 	if err := os.WriteFile(path, []byte(reloadConfig(up.URL, 7, "")), 0o600); err != nil {
 		t.Fatal(err)
 	}

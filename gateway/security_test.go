@@ -100,16 +100,9 @@ func TestSpoofedAddressesShareOneLimit(t *testing.T) {
 // disconnected after ReadHeaderTimeout, on both listeners.
 func TestSlowClientsAreCut(t *testing.T) {
 	t.Parallel()
-	g, err := gateway.New(gateway.Options{ConfigPath: writeConfig(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }")),
-		Environ: []string{}, ReadHeaderTimeout: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = g.Shutdown(t.Context()) })
-	for _, addr := range []string{g.ProxyAddr(), g.AdminAddr()} {
+	h := startGatewayWith(t, gateway.Options{ConfigPath: writeConfig(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }")),
+		ReadHeaderTimeout: 300 * time.Millisecond})
+	for _, addr := range []string{h.g.ProxyAddr(), h.g.AdminAddr()} {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)

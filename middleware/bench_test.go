@@ -9,15 +9,8 @@ import (
 	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/limiter/memstore"
 	"github.com/sluice-gateway/sluice/middleware"
+	"github.com/sluice-gateway/sluice/middleware/middlewaretest"
 )
-
-// discard is a ResponseWriter that keeps nothing, so the benchmarks measure
-// the middleware rather than a recorder.
-type discard struct{ h http.Header }
-
-func (d *discard) Header() http.Header         { return d.h }
-func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
-func (d *discard) WriteHeader(int)             {}
 
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
 
@@ -39,10 +32,10 @@ func BenchmarkHandler(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			req := httptest.NewRequest("GET", "/", nil)
 			req.RemoteAddr = "192.0.2.1:1234"
-			w := &discard{h: make(http.Header, 8)}
+			w := &middlewaretest.Discard{H: make(http.Header, 8)}
 			b.ReportAllocs()
 			for b.Loop() {
-				clear(w.h)
+				clear(w.H)
 				tc.h.ServeHTTP(w, req)
 			}
 		})

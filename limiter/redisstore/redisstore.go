@@ -710,22 +710,18 @@ func (s *Store) keys(ctx context.Context, p *limiter.Policy, limit int) ([]limit
 		candidates = append(candidates, members.Val()...)
 	}
 	var out []limiter.Usage
-	const batch = 500
-	for start := 0; start < len(candidates); start += batch {
-		chunk := candidates[start:min(start+batch, len(candidates))]
-		for _, k := range chunk {
-			cctx, cancel := context.WithTimeout(ctx, s.timeout)
-			u, err := s.peek(cctx, p, k, p.LimitFor(k))
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("redis keys: %w", err)
-			}
-			if s.blocked != nil {
-				u.Rejected += s.blocked.pending(blockedKeyOf(p, k))
-			}
-			if u.Count > 0 || u.Rejected > 0 {
-				out = append(out, u)
-			}
+	for _, k := range candidates {
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		u, err := s.peek(cctx, p, k, p.LimitFor(k))
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("redis keys: %w", err)
+		}
+		if s.blocked != nil {
+			u.Rejected += s.blocked.pending(blockedKeyOf(p, k))
+		}
+		if u.Count > 0 || u.Rejected > 0 {
+			out = append(out, u)
 		}
 	}
 	limiter.SortUsage(out)

@@ -12,13 +12,8 @@ import (
 	"github.com/sluice-gateway/sluice/limiter/memstore"
 	"github.com/sluice-gateway/sluice/middleware"
 	"github.com/sluice-gateway/sluice/middleware/ginlimit"
+	"github.com/sluice-gateway/sluice/middleware/middlewaretest"
 )
-
-type discard struct{ h http.Header }
-
-func (d *discard) Header() http.Header         { return d.h }
-func (d *discard) Write(b []byte) (int, error) { return len(b), nil }
-func (d *discard) WriteHeader(int)             {}
 
 // BenchmarkGin compares a Gin route behind ginlimit (one sliding_window
 // policy on the memory store, always admitted) with the same route bare.
@@ -42,10 +37,10 @@ func BenchmarkGin(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			req := httptest.NewRequest("GET", "/", nil)
 			req.RemoteAddr = "192.0.2.1:1234"
-			w := &discard{h: make(http.Header, 8)}
+			w := &middlewaretest.Discard{H: make(http.Header, 8)}
 			b.ReportAllocs()
 			for b.Loop() {
-				clear(w.h)
+				clear(w.H)
 				tc.e.ServeHTTP(w, req)
 			}
 		})

@@ -421,3 +421,16 @@ func testContext(t *testing.T, wrap Wrap) {
 		t.Fatal("the request's context did not reach the store")
 	}
 }
+
+// Discard is a ResponseWriter that keeps only its header map, for
+// benchmarks that should measure the handler rather than a recorder.
+type Discard struct{ H http.Header }
+
+// Header implements http.ResponseWriter.
+func (d *Discard) Header() http.Header { return d.H }
+
+// Write implements http.ResponseWriter.
+func (d *Discard) Write(b []byte) (int, error) { return len(b), nil }
+
+// WriteHeader implements http.ResponseWriter.
+func (d *Discard) WriteHeader(int) {}
