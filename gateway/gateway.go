@@ -459,6 +459,17 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 			middleware.WriteJSONError(c.Writer, http.StatusInternalServerError, "internal error")
 		}
 	}()
+	if c.Request.Method == http.MethodConnect {
+		// A gateway, not a forward proxy: CONNECT is never forwarded.
+		c.Header("Allow", allowedMethods)
+		middleware.WriteJSONError(c.Writer, http.StatusMethodNotAllowed, "CONNECT is not supported")
+		return
+	}
+	// Route matching and the upstream see the same, cleaned path.
+	if !cleanRequestPath(c.Request) {
+		middleware.WriteJSONError(c.Writer, http.StatusBadRequest, "path cannot be normalised (a dot segment behind an escaped slash, a backslash or a ';')")
+		return
+	}
 	var allow []string
 	rt, allow = st.routes.match(c.Request)
 	if rt == nil {
@@ -514,6 +525,9 @@ func (g *Gateway) finish(c *gin.Context, st *state, rt *route, decision string, 
 		slog.Duration("duration", time.Since(start)),
 		slog.String("decision", decision))
 }
+
+// allowedMethods is the Allow header of a refused CONNECT.
+const allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 func dedupe(s []string) []string {
 	seen := map[string]bool{}
