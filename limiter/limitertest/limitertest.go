@@ -61,6 +61,9 @@ type Harness struct {
 	AllKeysHaveTTL func(t *testing.T)
 	// Now returns the store's time; nil skips the history test.
 	Now func() time.Time
+	// RecordsFollowAdvance is true where Advance also ages idempotency
+	// records (a real Redis server's TTLs it cannot move).
+	RecordsFollowAdvance bool
 }
 
 // Start is a time at which the test clocks start: aligned to a whole hour so
@@ -130,6 +133,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness) {
 	t.Run("Keys", func(t *testing.T) { testKeys(t, newHarness(t)) })
 	t.Run("Counters", func(t *testing.T) { testCounters(t, newHarness(t)) })
 	t.Run("CountersConcurrent", func(t *testing.T) { testCountersConcurrent(t, newHarness(t)) })
+	t.Run("Idempotency", func(t *testing.T) { testIdempotency(t, newHarness(t)) })
+	t.Run("IdempotencyConcurrent", func(t *testing.T) { testIdempotencyConcurrent(t, newHarness(t)) })
 	t.Run("CheckSeveralPolicies", func(t *testing.T) { testCheck(t, newHarness(t)) })
 	t.Run("History", func(t *testing.T) { testHistory(t, newHarness(t)) })
 }

@@ -37,6 +37,9 @@ func (s *Store) AddHistory(_ context.Context, series string, points []limiter.Po
 		ms = map[int64]*minute{}
 		s.hist[series] = ms
 	}
+	if s.counters.db != nil {
+		s.histDirty[series] = true
+	}
 	for _, p := range points {
 		m := p.Minute.Unix() / 60
 		if m < oldest {
@@ -72,6 +75,9 @@ func (s *Store) pruneHistory(oldest int64) {
 		}
 		if len(ms) == 0 {
 			delete(s.hist, name)
+			if s.counters.db != nil {
+				s.histDirty[name] = true
+			}
 		}
 	}
 }

@@ -12,9 +12,7 @@ package memstore
 
 import (
 	"context"
-	"fmt"
 	"hash/maphash"
-	"sort"
 	"sync"
 	"time"
 
@@ -38,6 +36,10 @@ type Options struct {
 	// SweepInterval is how often drained keys are removed in the background;
 	// zero means one minute, negative disables the sweeper (call Sweep).
 	SweepInterval time.Duration
+	// Path, used by Open, is a bbolt file that keeps the named counters,
+	// their idempotency records and the history across restarts. Empty:
+	// everything lives in memory. New ignores it.
+	Path string
 }
 
 // Store is an in-process limiter.Store.
@@ -45,12 +47,15 @@ type Store struct {
 	shards   [shardCount]shard
 	seed     maphash.Seed
 	clock    func() time.Time
-	counters counters
+	counters *counters
 	histMu   sync.Mutex
 	hist     map[string]map[int64]*minute
-	stop     chan struct{}
-	done     chan struct{}
-	closing  sync.Once
+	// histDirty holds the series changed since they were last written to
+	// the file (durable stores only); under histMu.
+	histDirty map[string]bool
+	stop      chan struct{}
+	done      chan struct{}
+	closing   sync.Once
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -82,7 +87,8 @@ type entry struct {
 	gcra     gcra
 }
 
-// New returns a Store; Close stops its sweeper.
+// New returns a Store that keeps everything in memory; Close stops its
+// sweeper. Open keeps the counters in a file.
 func New(opts Options) *Store {
 	s := &Store{seed: maphash.MakeSeed(), clock: opts.Clock, stop: make(chan struct{}), done: make(chan struct{})}
 	if s.clock == nil {
@@ -100,8 +106,9 @@ func New(opts Options) *Store {
 		}
 		s.shards[i].m = make(map[entryKey]*entry)
 	}
-	s.counters.m = make(map[string]limiter.Counter)
+	s.counters = newMemCounters(s)
 	s.hist = make(map[string]map[int64]*minute)
+	s.histDirty = make(map[string]bool)
 	interval := opts.SweepInterval
 	if interval == 0 {
 		interval = time.Minute
@@ -334,73 +341,17 @@ func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) ([]limit
 // Ping implements limiter.Store; the memory store is always reachable.
 func (s *Store) Ping(context.Context) error { return nil }
 
-// Close stops the sweeper. It is safe to call more than once.
+// Close stops the sweeper and, for a store with a Path, waits for the
+// commit in progress, writes the history and closes the file. It is safe to
+// call more than once.
 func (s *Store) Close() error {
-	s.closing.Do(func() { close(s.stop) })
+	var err error
+	s.closing.Do(func() {
+		close(s.stop)
+		if s.counters.db != nil {
+			err = s.counters.db.close()
+		}
+	})
 	<-s.done
-	return nil
-}
-
-// Counters implements limiter.Store.
-func (s *Store) Counters() limiter.Counters { return &s.counters }
-
-type counters struct {
-	mu sync.Mutex
-	m  map[string]limiter.Counter
-}
-
-func (c *counters) Add(_ context.Context, name string, delta int64) (limiter.Counter, error) {
-	if !limiter.ValidCounterName(name) {
-		return limiter.Counter{}, fmt.Errorf("counter name %q is not valid", name)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur, ok := c.m[name]
-	if !ok {
-		cur = limiter.Counter{Name: name}
-	}
-	next, err := limiter.Step(cur, delta)
-	if err != nil {
-		return next, err
-	}
-	c.m[name] = next
-	return next, nil
-}
-
-func (c *counters) Get(_ context.Context, name string) (limiter.Counter, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cur, ok := c.m[name]
-	if !ok {
-		return limiter.Counter{}, limiter.ErrNotFound
-	}
-	return cur, nil
-}
-
-func (c *counters) Set(_ context.Context, v limiter.Counter) (limiter.Counter, error) {
-	if err := v.Check(); err != nil {
-		return limiter.Counter{}, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.m[v.Name] = v
-	return v, nil
-}
-
-func (c *counters) Delete(_ context.Context, name string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, name)
-	return nil
-}
-
-func (c *counters) List(context.Context) ([]limiter.Counter, error) {
-	c.mu.Lock()
-	out := make([]limiter.Counter, 0, len(c.m))
-	for _, v := range c.m {
-		out = append(out, v)
-	}
-	c.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return err
 }

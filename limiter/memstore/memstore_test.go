@@ -19,8 +19,9 @@ func newHarness(t *testing.T) *limitertest.Harness {
 	return &limitertest.Harness{
 		Store:              s,
 		Advance:            clock.Advance,
-		Now:                clock.Now,
-		GCRAFollowsAdvance: true,
+		Now:                  clock.Now,
+		GCRAFollowsAdvance:   true,
+		RecordsFollowAdvance: true,
 		Expired: func(t *testing.T) bool {
 			s.Sweep()
 			return s.Len() == 0
