@@ -17,8 +17,8 @@ func newHarness(t *testing.T) *limitertest.Harness {
 	s := memstore.New(memstore.Options{Clock: clock.Now, SweepInterval: -1})
 	t.Cleanup(func() { s.Close() })
 	return &limitertest.Harness{
-		Store:              s,
-		Advance:            clock.Advance,
+		Store:                s,
+		Advance:              clock.Advance,
 		Now:                  clock.Now,
 		GCRAFollowsAdvance:   true,
 		RecordsFollowAdvance: true,

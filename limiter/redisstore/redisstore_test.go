@@ -49,8 +49,9 @@ func TestMiniredis(t *testing.T) {
 				m.SetTime(clock.Now())
 				m.FastForward(d)
 			},
-			GCRAFollowsAdvance: true,
-			Now:                clock.Now,
+			GCRAFollowsAdvance:   true,
+			RecordsFollowAdvance: true,
+			Now:                  clock.Now,
 			Expired: func(t *testing.T) bool {
 				for _, k := range m.Keys() {
 					if isLimiterKey(redisstore.DefaultPrefix, k) {
@@ -193,5 +194,26 @@ func TestDownStoreErrorsWithinTimeout(t *testing.T) {
 	}
 	if err := s.Ping(context.Background()); err == nil {
 		t.Fatal("Ping on a stopped server: no error")
+	}
+}
+
+// TestIdempotencyRecordTTL: a record lives beside its counter, in its hash
+// slot, for limiter.IdempotencyTTL.
+func TestIdempotencyRecordTTL(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	w := s.Counters().(limiter.CounterWriter)
+	limitertest.MustWrite(t, w, limiter.CounterOp{Kind: limiter.OpAdd, Name: "jobs", Delta: 1}, "k-1")
+	key := redisstore.DefaultPrefix + "idem:{jobs}:k-1"
+	if ttl := m.TTL(key); ttl != limiter.IdempotencyTTL {
+		t.Fatalf("TTL of %s: %v, want %v (keys: %v)", key, ttl, limiter.IdempotencyTTL, m.Keys())
+	}
+	if ttl := m.TTL(redisstore.DefaultPrefix + "counter:{jobs}"); ttl != 0 {
+		t.Fatalf("the counter has a TTL: %v", ttl)
 	}
 }

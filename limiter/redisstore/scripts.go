@@ -155,59 +155,6 @@ redis.call('HSET', KEYS[1], ARGV[1], n)
 return 1
 `)
 
-// counterAddScript adds a delta to a named counter within its bounds and
-// the int64 range. Lua numbers are doubles, so bounds are compared as the
-// exact decimal strings Redis keeps, and overflow is detected by HINCRBY's
-// own error. KEYS = {hash}; ARGV = {delta, -delta}.
-// Returns {status, value, min, max, created}; status is 'ok', 'max', 'min'
-// or 'int64', and value is the value after the step (the unchanged value
-// when status is not 'ok').
-var counterAddScript = redis.NewScript(`
-local function cmp(a, b)
-  local na, nb = a:sub(1, 1) == '-', b:sub(1, 1) == '-'
-  if na ~= nb then if na then return -1 else return 1 end end
-  local r = 0
-  if #a ~= #b then
-    if #a < #b then r = -1 else r = 1 end
-  elseif a ~= b then
-    if a < b then r = -1 else r = 1 end
-  end
-  if na then r = -r end
-  return r
-end
-local h = redis.call('HMGET', KEYS[1], 'v', 'min', 'max')
-local old = h[1] or '0'
-local created = 0
-if not h[1] then created = 1 end
-local ok = redis.pcall('HINCRBY', KEYS[1], 'v', ARGV[1])
-if type(ok) == 'table' and ok.err then
-  return {'int64', old, h[2] or '', h[3] or '', 0}
-end
-local v = redis.call('HGET', KEYS[1], 'v')
-local status = 'ok'
--- A server that wraps instead of refusing (some fakes) still cannot pass:
--- a positive step must raise the value and a negative one lower it.
-local d = tonumber(ARGV[1])
-if (d > 0 and cmp(v, old) <= 0) or (d < 0 and cmp(v, old) >= 0) then status = 'int64' end
-if h[3] and cmp(v, h[3]) > 0 then status = 'max' end
-if h[2] and cmp(v, h[2]) < 0 then status = 'min' end
-if status ~= 'ok' then
-  if created == 1 then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], 'v', old) end
-  return {status, old, h[2] or '', h[3] or '', 0}
-end
-return {status, v, h[2] or '', h[3] or '', created}
-`)
-
-// counterSetScript replaces a counter: KEYS = {hash}; ARGV = {value, min, max}
-// with ” for no bound.
-var counterSetScript = redis.NewScript(`
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'v', ARGV[1])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'min', ARGV[2]) end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'max', ARGV[3]) end
-return 1
-`)
-
 // gcraRefundScript moves a redis_rate theoretical arrival time back by
 // cost emission intervals, in redis_rate's own format (seconds since
 // 2017-01-01 as a float), deleting the key when nothing is left.
@@ -226,4 +173,4 @@ end
 return 1
 `)
 
-var allScripts = []*redis.Script{slidingWindowScript, slidingLogScript, fixedWindowScript, refundWindowScript, gcraRefundScript, counterAddScript, counterSetScript}
+var allScripts = []*redis.Script{slidingWindowScript, slidingLogScript, fixedWindowScript, refundWindowScript, gcraRefundScript}
