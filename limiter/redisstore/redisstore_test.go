@@ -12,6 +12,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/limiter/limitertest"
 	"github.com/sluice-gateway/sluice/limiter/redisstore"
 )
