@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -35,7 +34,7 @@ func (g *Gateway) adminHandler() http.Handler {
 
 	v1 := http.NewServeMux()
 	for _, rt := range g.v1Routes() {
-		v1.HandleFunc(rt.pattern, rt.handler)
+		v1.HandleFunc(rt.pattern, g.authorize(rt.pattern, rt.handler))
 	}
 	mux.Handle("/v1/", g.authenticate(jsonErrors(v1)))
 	return jsonErrors(mux)
@@ -114,18 +113,22 @@ func AdminRoutes() []string {
 	return out
 }
 
-// authenticate requires "Authorization: Bearer <token>", compared in
-// constant time.
+// authenticate requires "Authorization: Bearer <token>" with one of the
+// admin tokens (held hashed, compared in constant time); authorize then
+// checks the token's scopes per route.
 func (g *Gateway) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		want := *g.token.Load()
-		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+		var p *principal
+		if ok && got != "" {
+			p = g.tokens.Load().find(got)
+		}
+		if p == nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sluice admin"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, withPrincipal(r, p))
 	})
 }
 
@@ -346,13 +349,7 @@ func (g *Gateway) putCounter(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	c, err := g.state.Load().store.Counters().Set(r.Context(), c)
-	if err != nil {
-		g.storeError(w, err)
-		return
-	}
-	g.recordCounter(r.Context(), c)
-	writeJSON(w, http.StatusOK, c)
+	g.writeCounter(w, r, limiter.CounterOp{Kind: limiter.OpSet, Name: name, Counter: c})
 }
 
 func (g *Gateway) stepCounter(sign int64) http.HandlerFunc {
@@ -375,30 +372,108 @@ func (g *Gateway) stepCounter(sign int64) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, "by must be > 0")
 			return
 		}
-		c, err := g.state.Load().store.Counters().Add(r.Context(), name, sign*by)
-		if be, ok := limiter.IsBoundError(err); ok {
-			writeJSON(w, http.StatusConflict, map[string]any{"error": be.Error(), "value": be.Value})
-			return
-		}
-		if err != nil {
-			g.storeError(w, err)
-			return
-		}
-		g.recordCounter(r.Context(), c)
-		writeJSON(w, http.StatusOK, c)
+		g.writeCounter(w, r, limiter.CounterOp{Kind: limiter.OpAdd, Name: name, Delta: sign * by})
 	}
 }
 
 func (g *Gateway) deleteCounter(w http.ResponseWriter, r *http.Request) {
-	name, ok := counterName(w, r)
+	if name, ok := counterName(w, r); ok {
+		g.writeCounter(w, r, limiter.CounterOp{Kind: limiter.OpDelete, Name: name})
+	}
+}
+
+// IdempotencyKeyHeader makes a counter write idempotent
+// (draft-ietf-httpapi-idempotency-key-header): a repeat with the same key
+// and the same request within limiter.IdempotencyTTL gets the first answer
+// and changes nothing, marked by ReplayedHeader; the same key with another
+// request is 422.
+const (
+	IdempotencyKeyHeader = "Idempotency-Key"
+	ReplayedHeader       = "Idempotent-Replayed"
+)
+
+// idempotencyKey returns the request's Idempotency-Key (empty when none):
+// a Structured Field string ("...") as the draft has it, or the bare
+// characters. It answers 400 itself on a bad key.
+func idempotencyKey(w http.ResponseWriter, r *http.Request) (string, bool) {
+	vals := r.Header.Values(IdempotencyKeyHeader)
+	if len(vals) == 0 {
+		return "", true
+	}
+	key := strings.TrimSpace(vals[0])
+	if strings.HasPrefix(key, `"`) {
+		u, err := strconv.Unquote(key)
+		if err != nil {
+			u = ""
+		}
+		key = u
+	}
+	if len(vals) > 1 || !limiter.ValidIdempotencyKey(key) {
+		writeError(w, http.StatusBadRequest, "Idempotency-Key must be one value of 1 to 255 printable ASCII characters")
+		return "", false
+	}
+	return key, true
+}
+
+// writeCounter applies a counter write, under the request's Idempotency-Key
+// when it has one, and answers: 200 with the counter, 204 for a delete, 409
+// for a step out of bounds, 422 for a key used for another request.
+func (g *Gateway) writeCounter(w http.ResponseWriter, r *http.Request, op limiter.CounterOp) {
+	key, ok := idempotencyKey(w, r)
 	if !ok {
 		return
 	}
-	if err := g.state.Load().store.Counters().Delete(r.Context(), name); err != nil {
+	var res limiter.CounterResult
+	var err error
+	counters := g.state.Load().store.Counters()
+	if cw, ok := counters.(limiter.CounterWriter); ok {
+		res, err = cw.Write(r.Context(), op, key)
+	} else if key != "" {
+		writeError(w, http.StatusNotImplemented, "this store does not support Idempotency-Key")
+		return
+	} else {
+		res, err = writeWithout(r.Context(), counters, op)
+	}
+	switch {
+	case errors.Is(err, limiter.ErrIdempotencyKeyReused):
+		writeError(w, http.StatusUnprocessableEntity, "Idempotency-Key "+strconv.Quote(key)+" was used for a different request to counter "+strconv.Quote(op.Name))
+		return
+	case err != nil:
 		g.storeError(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	if res.Replayed {
+		w.Header().Set(ReplayedHeader, "true")
+	} else if op.Kind != limiter.OpDelete && res.Bound == "" {
+		g.recordCounter(r.Context(), res.Counter)
+	}
+	switch {
+	case res.Bound != "":
+		writeJSON(w, http.StatusConflict, map[string]any{"error": res.Err().Error(), "value": res.Counter.Value})
+	case op.Kind == limiter.OpDelete:
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		writeJSON(w, http.StatusOK, res.Counter)
+	}
+}
+
+// writeWithout applies op through the plain Counters methods, for a store
+// whose counters are no CounterWriter.
+func writeWithout(ctx context.Context, c limiter.Counters, op limiter.CounterOp) (limiter.CounterResult, error) {
+	var res limiter.CounterResult
+	var err error
+	switch op.Kind {
+	case limiter.OpSet:
+		res.Counter, err = c.Set(ctx, op.Counter)
+	case limiter.OpDelete:
+		err = c.Delete(ctx, op.Name)
+	default:
+		res.Counter, err = c.Add(ctx, op.Name, op.Delta)
+		if be, ok := limiter.IsBoundError(err); ok {
+			res.Counter, res.Bound, err = limiter.Counter{Name: op.Name, Value: be.Value}, be.Bound, nil
+		}
+	}
+	return res, err
 }
 
 // writeHistory answers the points of series since ?since= (RFC 3339; default

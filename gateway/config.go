@@ -56,6 +56,8 @@ type AlertConfig struct {
 type AdminConfig struct {
 	Listen string `koanf:"listen"` // default "127.0.0.1:9090"
 	Token  string `koanf:"token"`  // empty: a random token is generated and logged once
+	// Tokens are scoped tokens, each with a name for the logs (tokens.go).
+	Tokens []TokenConfig `koanf:"tokens"`
 }
 
 // StoreConfig chooses and configures the limiter store.
@@ -69,6 +71,10 @@ type StoreConfig struct {
 // MemoryConfig configures the in-process store.
 type MemoryConfig struct {
 	MaxKeys int `koanf:"max_keys"` // zero: 1,048,576
+	// Path is a bbolt file that keeps named counters and history across
+	// restarts, every acknowledged counter change fsynced; relative to the
+	// working directory. Empty: they live in memory only.
+	Path string `koanf:"path"`
 }
 
 // RedisConfig configures the Redis store.
@@ -457,6 +463,7 @@ func (c *Config) Validate() error {
 	if c.Store.Memory.MaxKeys < 0 {
 		bad("store.memory.max_keys", "must be >= 0")
 	}
+	c.validateTokens(bad)
 	rc := c.Store.Redis
 	for i, a := range rc.Addrs {
 		checkAddr("store.redis.addrs["+strconv.Itoa(i)+"]", a)

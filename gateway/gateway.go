@@ -69,6 +69,7 @@ type Gateway struct {
 	transports   map[time.Duration]*http.Transport
 	state        atomic.Pointer[state]
 	token        atomic.Pointer[string]
+	tokens       atomic.Pointer[tokenSet]
 	reloadMu     sync.Mutex
 	watcher      *file.File
 
@@ -112,6 +113,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	g.state.Store(st)
 	g.setToken(cfg)
+	g.setTokens(cfg)
 	clock, backoff := opts.Clock, opts.AlertBackoff
 	if clock == nil {
 		clock = time.Now
@@ -165,7 +167,13 @@ func buildStore(cfg StoreConfig) (limiter.Store, error) {
 			Timeout: rc.Timeout, Prefix: rc.Prefix, BatchInterval: rc.BatchInterval,
 		})
 	}
-	return memstore.New(memstore.Options{MaxKeys: cfg.Memory.MaxKeys}), nil
+	return memstore.Open(memstore.Options{MaxKeys: cfg.Memory.MaxKeys, Path: cfg.Memory.Path})
+}
+
+// sameFile reports whether two memory stores keep their counters in the
+// same file.
+func sameFile(a, b StoreConfig) bool {
+	return a.Backend == "memory" && b.Backend == "memory" && a.Memory.Path != "" && a.Memory.Path == b.Memory.Path
 }
 
 // buildState compiles cfg. It reuses prev's store when the store config did
@@ -178,6 +186,10 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 	}
 	st.ip = ip
 	if prev != nil && reflect.DeepEqual(prev.cfg.Store, cfg.Store) {
+		st.store = prev.store
+	} else if prev != nil && sameFile(prev.cfg.Store, cfg.Store) {
+		// The file can be held by one store at a time.
+		g.log.Load().Warn("store.memory changes apply on restart while store.memory.path stays the same")
 		st.store = prev.store
 	} else if st.store, err = buildStore(cfg.Store); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
@@ -272,6 +284,7 @@ func (g *Gateway) Reload() error {
 	g.setLogger(cfg)
 	g.state.Store(st)
 	g.setToken(cfg)
+	g.setTokens(cfg)
 	g.alerts.configure(cfg.Alerts)
 	if st.store != prev.store {
 		// Requests that loaded the old state may still be using its store.

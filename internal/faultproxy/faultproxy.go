@@ -22,6 +22,7 @@ type Proxy struct {
 	paused  bool
 	refuse  bool
 	latency time.Duration
+	held    int // chunks read and not yet written
 	conns   map[net.Conn]struct{}
 	closed  bool
 	wg      sync.WaitGroup
@@ -64,6 +65,14 @@ func (p *Proxy) SetLatency(d time.Duration) {
 	p.mu.Lock()
 	p.latency = d
 	p.mu.Unlock()
+}
+
+// Held returns how many chunks the proxy has read and not yet written on
+// (paused or delayed), so a test can wait until every delayed byte landed.
+func (p *Proxy) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
 }
 
 // Refuse makes the proxy close new connections at once (as with a server
@@ -152,18 +161,23 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
+			p.held++
 			for p.paused && !p.closed {
 				p.cond.Wait()
 			}
 			latency, closed := p.latency, p.closed
 			p.mu.Unlock()
-			if closed {
-				return
-			}
-			if latency > 0 {
+			if !closed && latency > 0 {
 				time.Sleep(latency)
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			var werr error
+			if !closed {
+				_, werr = dst.Write(buf[:n])
+			}
+			p.mu.Lock()
+			p.held--
+			p.mu.Unlock()
+			if closed || werr != nil {
 				return
 			}
 		}
