@@ -73,7 +73,7 @@ func testCounterIdempotency(t *testing.T, h *harness) {
 		{"DELETE", "/v1/counters/seats", ``, "d1", 204, false, "none"},
 		{"PUT", "/v1/counters/seats", `{"value":7}`, "", 200, false, "7"},
 		{"DELETE", "/v1/counters/seats", ``, "d1", 204, true, "7"},
-		{"POST", "/v1/counters/seats/increment", ``, "d1", 200, false, "8"}, // keys are scoped to their counter... 
+		{"POST", "/v1/counters/seats/increment", ``, "d1", 200, false, "8"}, // keys are scoped to their counter...
 	} {
 		if s.path == "/v1/counters/seats/increment" && s.key == "d1" {
 			s = step{"POST", "/v1/counters/jobs/increment", ``, "d1", 200, false, "6"} // ...so d1 is new on jobs
