@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/sluice-gateway/sluice/limiter"
 )
@@ -71,7 +72,7 @@ func Open(opts Options) (*Store, error) {
 		return s, nil
 	}
 	db, err := bolt.Open(opts.Path, 0o600, &bolt.Options{Timeout: time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		err = errors.New("the file is in use by another process")
 	}
 	if err != nil {
@@ -256,7 +257,7 @@ func (d *durable) persist() error {
 func pruneRecords(tx *bolt.Tx, now int64) error {
 	records := tx.Bucket(bucketRecords)
 	cur := tx.Bucket(bucketExpiry).Cursor()
-	for k, _ := cur.First(); k != nil && len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) <= now; k, _ = cur.First() {
+	for k, _ := cur.First(); len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) <= now; k, _ = cur.First() {
 		id := k[8:]
 		if v := records.Get(id); v != nil {
 			var r record
