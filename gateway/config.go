@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -568,6 +569,9 @@ func (c *Config) Validate() error {
 		for j, p := range r.Policies {
 			if _, ok := c.Policies[p]; !ok {
 				bad(path+".policies["+strconv.Itoa(j)+"]", "unknown policy %q", p)
+			}
+			if slices.Contains(r.Policies[:j], p) {
+				bad(path+".policies["+strconv.Itoa(j)+"]", "policy %q listed twice (it would count each request twice)", p)
 			}
 		}
 	}

@@ -56,6 +56,12 @@ routes:
 			"routes[0].name", "routes[0].match.path_prefix: must start with /", "routes[0]: needs an upstream or a respond", "routes[0].policies[0]: unknown policy",
 			"routes[1].match.methods[0]", "routes[1].upstream.url", "routes[2].name: duplicate", "routes[2]: has both",
 		}},
+		{"policy listed twice", `
+policies:
+  p: { limit: 1, window: 1s }
+routes:
+  - { name: r, match: { path_prefix: / }, respond: { body: x }, policies: [p, p] }
+`, []string{`routes[0].policies[1]: policy "p" listed twice`}},
 		{"type errors", `
 policies:
   p: { limit: lots, window: 1s }

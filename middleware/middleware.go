@@ -1,9 +1,19 @@
 // Package middleware puts Sluice's limiter in front of any net/http handler.
 //
-// A Limiter holds the rules (a policy, where its key comes from, what to do
-// when the key is missing) and makes one decision per request: every rule
-// must admit it. It sets the rate-limit headers of the most restrictive rule
-// on every limited response (X-RateLimit-Limit, X-RateLimit-Remaining,
+// One line covers the common cases, on a memory store of the limiter's own:
+//
+//	mux := http.NewServeMux()
+//	http.ListenAndServe(":8080", middleware.PerIP(100, time.Minute).Handler(mux))
+//
+// PerHeader keys by a request header (an API key), PerKey by any KeySource;
+// WithStore counts in a shared store (a limiter/redisstore.Store for a
+// fleet), and the other With options set the rest. The one-liners panic on
+// invalid arguments, as regexp.MustCompile does; Limit is the same
+// constructor returning its error. New applies several policies at once,
+// each with its own key sources: a request passes only if every one admits it.
+//
+// A Limiter sets the rate-limit headers of the most restrictive policy on
+// every limited response (X-RateLimit-Limit, X-RateLimit-Remaining,
 // X-RateLimit-Reset, and RateLimit-Policy / RateLimit of
 // draft-ietf-httpapi-ratelimit-headers-11) and answers a rejected request
 // with 429, Retry-After, Cache-Control: no-store and a JSON body.
@@ -21,11 +31,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 	"unsafe"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/memstore"
 )
 
 // MissingKey says what happens to a request none of whose key sources is
@@ -126,35 +138,106 @@ func DefaultReject(w http.ResponseWriter, _ *http.Request, rej Rejection) {
 	_, _ = w.Write(buf)
 }
 
-// Option configures a Limiter.
-type Option func(*Limiter)
+// Option configures a Limiter. WithStore, WithKey, WithName and
+// WithAlgorithm shape the one policy of PerIP, PerHeader, PerKey and Limit;
+// New takes its store and rules as arguments and rejects them.
+type Option func(*config)
+
+// config collects the options before a constructor checks them.
+type config struct {
+	ip       *IPResolver
+	onError  ErrorHandler
+	onReject RejectHandler
+	skip     func(*http.Request) bool
+	observe  Observer
+	timeout  time.Duration
+
+	// One-policy constructors only.
+	store     limiter.Store
+	key       KeySource
+	nilOption string // "WithStore" or "WithKey" when given nil
+	name      string
+	algorithm limiter.Algorithm
+	onePolicy []string // the one-policy options given, for New's error
+}
 
 // WithErrorHandler replaces the store-failure hook (default FailOpen).
-func WithErrorHandler(h ErrorHandler) Option { return func(l *Limiter) { l.onError = h } }
+func WithErrorHandler(h ErrorHandler) Option { return func(c *config) { c.onError = h } }
 
 // WithRejectHandler replaces the 429 response.
-func WithRejectHandler(h RejectHandler) Option { return func(l *Limiter) { l.onReject = h } }
+func WithRejectHandler(h RejectHandler) Option { return func(c *config) { c.onReject = h } }
 
 // WithSkip exempts the requests for which skip returns true (health
 // checks, internal callers): they are neither counted nor limited.
-func WithSkip(skip func(*http.Request) bool) Option { return func(l *Limiter) { l.skip = skip } }
+func WithSkip(skip func(*http.Request) bool) Option { return func(c *config) { c.skip = skip } }
 
 // WithObserver sets the decision observer.
-func WithObserver(o Observer) Option { return func(l *Limiter) { l.observe = o } }
+func WithObserver(o Observer) Option { return func(c *config) { c.observe = o } }
 
 // WithTimeout bounds each decision, store calls included; zero (the
 // default) leaves the bound to the store (the Redis store has its own).
-func WithTimeout(d time.Duration) Option { return func(l *Limiter) { l.timeout = d } }
+func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
 // WithIPResolver sets how client IPs are found, for rules without Keys and
-// for MissingKeyUseIP (default: the TCP peer, IPv6 by /64).
-func WithIPResolver(r *IPResolver) Option { return func(l *Limiter) { l.ip = r } }
+// for MissingKeyUseIP (default: the TCP peer, IPv6 by /64). It also takes
+// precedence over the address an adapter passes to CheckAddr (ginlimit's
+// c.ClientIP()).
+func WithIPResolver(r *IPResolver) Option {
+	return func(c *config) {
+		if r == nil {
+			r = &IPResolver{}
+		}
+		c.ip = r
+	}
+}
+
+// WithStore counts in s (a Redis store, or a memory store shared by several
+// limiters) instead of a memory store of the limiter's own. Limiters that
+// share a store need distinct names (WithName), or they share counters.
+func WithStore(s limiter.Store) Option {
+	return func(c *config) {
+		c.store = s
+		if s == nil {
+			c.nilOption = "WithStore"
+		} else if c.nilOption == "WithStore" {
+			c.nilOption = ""
+		}
+		c.onePolicy = append(c.onePolicy, "WithStore")
+	}
+}
+
+// WithKey keys requests by k (default: the client IP). A request for which
+// k finds no key is keyed by its client IP: there is no free pass.
+func WithKey(k KeySource) Option {
+	return func(c *config) {
+		c.key = k
+		if k == nil {
+			c.nilOption = "WithKey"
+		} else if c.nilOption == "WithKey" {
+			c.nilOption = ""
+		}
+		c.onePolicy = append(c.onePolicy, "WithKey")
+	}
+}
+
+// WithName names the policy in headers, the 429 body and the store
+// (default "per-ip", "per-" and the header name in lower case, or "per-key").
+func WithName(name string) Option {
+	return func(c *config) { c.name = name; c.onePolicy = append(c.onePolicy, "WithName") }
+}
+
+// WithAlgorithm chooses the algorithm (default limiter.SlidingWindow).
+func WithAlgorithm(a limiter.Algorithm) Option {
+	return func(c *config) { c.algorithm = a; c.onePolicy = append(c.onePolicy, "WithAlgorithm") }
+}
 
 // Limiter applies rules to requests. It is safe for concurrent use.
 type Limiter struct {
 	store    limiter.Store
+	owned    *memstore.Store // the store the limiter made, closed by Close
 	rules    []Rule
 	ip       *IPResolver
+	ipSet    bool // WithIPResolver was given: CheckAddr ignores its address
 	onError  ErrorHandler
 	onReject RejectHandler
 	skip     func(*http.Request) bool
@@ -163,15 +246,36 @@ type Limiter struct {
 	labels   []string // policy names, for events
 }
 
-// New returns a Limiter over store. Every rule's policy must be valid.
+// New returns a Limiter over store with several rules; a request passes
+// only if every rule admits it. Every rule's policy must be valid and
+// its name unique among the rules.
 func New(store limiter.Store, rules []Rule, opts ...Option) (*Limiter, error) {
+	c := config{}
+	for _, o := range opts {
+		o(&c)
+	}
+	if len(c.onePolicy) > 0 {
+		return nil, fmt.Errorf("middleware: New takes its store and policies as arguments; %s is for PerIP, PerHeader, PerKey and Limit", c.onePolicy[0])
+	}
+	return newLimiter(store, rules, &c)
+}
+
+func newLimiter(store limiter.Store, rules []Rule, c *config) (*Limiter, error) {
 	if store == nil {
 		return nil, errors.New("middleware: nil store")
 	}
-	l := &Limiter{store: store, rules: rules, onError: FailOpen, onReject: DefaultReject, ip: &IPResolver{}}
-	for _, o := range opts {
-		o(l)
+	l := &Limiter{store: store, rules: rules, ip: c.ip, ipSet: c.ip != nil,
+		onError: c.onError, onReject: c.onReject, skip: c.skip, observe: c.observe, timeout: c.timeout}
+	if l.ip == nil {
+		l.ip = &IPResolver{}
 	}
+	if l.onError == nil {
+		l.onError = FailOpen
+	}
+	if l.onReject == nil {
+		l.onReject = DefaultReject
+	}
+	seen := make(map[string]int, len(rules))
 	for i, r := range rules {
 		if r.Policy == nil {
 			return nil, fmt.Errorf("middleware: rule %d has no policy", i)
@@ -179,21 +283,31 @@ func New(store limiter.Store, rules []Rule, opts ...Option) (*Limiter, error) {
 		if err := r.Policy.Validate(); err != nil {
 			return nil, fmt.Errorf("middleware: policy %q: %w", r.Policy.Name, err)
 		}
+		if j, dup := seen[r.Policy.Name]; dup {
+			return nil, fmt.Errorf("middleware: rules %d and %d both name policy %q: names must be unique, or the rules share counters", j, i, r.Policy.Name)
+		}
+		seen[r.Policy.Name] = i
 		l.labels = append(l.labels, r.Policy.Name)
 	}
 	return l, nil
 }
 
-// Rules returns the limiter's rules.
-func (l *Limiter) Rules() []Rule { return l.rules }
-
 const maxStackRules = 4
 
 // Check decides r, writes the rate-limit headers to w, and, when the
 // request must not go on, the response (429, 400 or the error hook's). It
-// reports whether the handler should run. Both adapters call it.
+// reports whether the handler should run.
 func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
-	proceed, _ := l.CheckDecision(w, r)
+	proceed, _ := l.decide(w, r, netip.Addr{})
+	return proceed
+}
+
+// CheckAddr is Check for adapters whose framework already knows the
+// client address (ginlimit passes Gin's c.ClientIP()): addr stands in for
+// the limiter's own resolution of the client IP, unless the Limiter was
+// built WithIPResolver. An invalid addr means Check.
+func (l *Limiter) CheckAddr(w http.ResponseWriter, r *http.Request, addr netip.Addr) bool {
+	proceed, _ := l.decide(w, r, addr)
 	return proceed
 }
 
@@ -202,6 +316,10 @@ func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
 // but a shadow policy would have rejected), DecisionError,
 // DecisionMissingKey or DecisionSkipped.
 func (l *Limiter) CheckDecision(w http.ResponseWriter, r *http.Request) (proceed bool, decision string) {
+	return l.decide(w, r, netip.Addr{})
+}
+
+func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, addr netip.Addr) (proceed bool, decision string) {
 	if len(l.rules) == 0 || (l.skip != nil && l.skip(r)) {
 		return true, DecisionSkipped
 	}
@@ -213,7 +331,7 @@ func (l *Limiter) CheckDecision(w http.ResponseWriter, r *http.Request) (proceed
 	var decBuf [maxStackRules]limiter.Decision
 	reqs := reqBuf[:0]
 	for _, rule := range l.rules {
-		key, ok := l.key(rule, r)
+		key, ok := l.key(rule, r, addr)
 		if !ok {
 			WriteJSONError(w, http.StatusBadRequest, "missing rate-limit key for policy "+rule.Policy.Name)
 			return false, DecisionMissingKey
@@ -256,7 +374,7 @@ func (l *Limiter) CheckDecision(w http.ResponseWriter, r *http.Request) (proceed
 	return false, DecisionRejected
 }
 
-func (l *Limiter) key(rule Rule, r *http.Request) (string, bool) {
+func (l *Limiter) key(rule Rule, r *http.Request, addr netip.Addr) (string, bool) {
 	for _, src := range rule.Keys {
 		if k, ok := src(r); ok {
 			return k, true
@@ -265,7 +383,10 @@ func (l *Limiter) key(rule Rule, r *http.Request) (string, bool) {
 	if len(rule.Keys) > 0 && rule.OnMissingKey == MissingKeyReject {
 		return "", false
 	}
-	k := l.ip.Key(l.ip.ClientIP(r))
+	if !addr.IsValid() || l.ipSet {
+		addr = l.ip.ClientIP(r)
+	}
+	k := l.ip.Key(addr.Unmap())
 	return k, k != ""
 }
 
@@ -298,6 +419,19 @@ func (l *Limiter) report(r *http.Request, reqs []limiter.Request, out limiter.Ou
 	}
 	l.observe(Event{Request: r, Policies: l.labels[:len(labels)], Decisions: labels, Keys: keys, Costs: costs,
 		Counts: counts, Limits: limits, Duration: took, Err: err})
+}
+
+// Close stops the memory store that PerIP, PerHeader, PerKey or Limit made
+// for the limiter (its sweeper goroutine); a store given with WithStore or
+// to New is the caller's to close. A Limiter that lives as long as the
+// program need not be closed, and one that is no longer referenced stops
+// its store when the garbage collector finds it. Close returns nil and may
+// be called more than once.
+func (l *Limiter) Close() error {
+	if l.owned != nil {
+		return l.owned.Close()
+	}
+	return nil
 }
 
 // Handler returns next behind the limiter.

@@ -7,31 +7,22 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/sluice-gateway/sluice/limiter"
-	"github.com/sluice-gateway/sluice/limiter/memstore"
-	"github.com/sluice-gateway/sluice/middleware"
 	"github.com/sluice-gateway/sluice/middleware/ginlimit"
 )
 
-// Limit a Gin route group to 2 requests per minute per client IP.
-func ExampleNew() {
-	store := memstore.New(memstore.Options{})
-	defer store.Close()
-
-	limit, err := ginlimit.New(store, []middleware.Rule{{
-		Policy: &limiter.Policy{Name: "api", Limit: 2, Window: time.Minute},
-	}})
-	if err != nil {
-		panic(err)
-	}
-	gin.SetMode(gin.ReleaseMode)
+// Two requests a minute per client IP on a Gin route, behind a load
+// balancer at 10.0.0.1: Gin's trusted proxies decide what the client IP is.
+func ExamplePerIP() {
 	r := gin.New()
-	api := r.Group("/api", limit)
-	api.GET("/hello", func(c *gin.Context) { c.String(200, "hello") })
+	_ = r.SetTrustedProxies([]string{"10.0.0.0/8"})
+	r.GET("/hello", ginlimit.PerIP(2, time.Minute), func(c *gin.Context) { c.String(200, "hello") })
 
 	for range 3 {
+		req := httptest.NewRequest("GET", "/hello", nil)
+		req.RemoteAddr = "10.0.0.1:5000"
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
 		rec := httptest.NewRecorder()
-		r.ServeHTTP(rec, httptest.NewRequest("GET", "/api/hello", nil))
+		r.ServeHTTP(rec, req)
 		fmt.Println(rec.Code, rec.Header().Get("X-RateLimit-Remaining"))
 	}
 	// Output:
