@@ -39,6 +39,8 @@ type Config struct {
 	Policies        map[string]PolicyConfig `koanf:"policies"`
 	Routes          []RouteConfig           `koanf:"routes"`
 	Alerts          []AlertConfig           `koanf:"alerts"`
+	Decision        DecisionConfig          `koanf:"decision"` // HTTP decision endpoint (nginx, Traefik, Caddy)
+	RLS             RLSConfig               `koanf:"rls"`      // Envoy's rate limit service over gRPC
 }
 
 // AlertConfig posts a JSON event to a webhook when a policy's key or a
@@ -607,6 +609,7 @@ func (c *Config) Validate() error {
 			bad(path+".cooldown", "must be >= 0")
 		}
 	}
+	c.validateIntegrations(bad)
 	if len(errs) > 0 {
 		return errs
 	}

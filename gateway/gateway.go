@@ -82,6 +82,8 @@ type Gateway struct {
 	historyStop chan struct{}
 	historyDone chan struct{}
 	alerts      *alerter
+
+	integrations integrations // the decision endpoint and the rate limit service
 }
 
 // state is everything a request needs, swapped whole by Reload.
@@ -92,11 +94,13 @@ type state struct {
 	names    []string // policy names, sorted
 	store    limiter.Store
 	ip       *middleware.IPResolver
+	// decisionIP finds the client of a call to the decision endpoint.
+	decisionIP *middleware.IPResolver
 }
 
 // New loads the config and builds a Gateway; Start opens its listeners.
 func New(opts Options) (*Gateway, error) {
-	g := &Gateway{opts: opts, metrics: newMetrics(), buffers: newBufferPool(), serveErr: make(chan error, 2), transports: map[time.Duration]*http.Transport{},
+	g := &Gateway{opts: opts, metrics: newMetrics(), buffers: newBufferPool(), serveErr: make(chan error, 4), transports: map[time.Duration]*http.Transport{},
 		history: newRecorder(time.Now), historyStop: make(chan struct{}), historyDone: make(chan struct{})}
 	if g.opts.LogOutput == nil {
 		g.opts.LogOutput = io.Discard
@@ -257,6 +261,9 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 		routes = append(routes, rt)
 	}
 	st.routes = newRouteTable(routes)
+	if err := g.buildIntegrations(st, cfg); err != nil {
+		return fail(err)
+	}
 	return st, nil
 }
 
@@ -307,6 +314,11 @@ func (g *Gateway) Start() error {
 		g.proxyLn.Close()
 		return fmt.Errorf("admin.listen: %w", err)
 	}
+	if err = g.listenIntegrations(cfg); err != nil {
+		g.proxyLn.Close()
+		g.adminLn.Close()
+		return err
+	}
 	headerTimeout := g.opts.ReadHeaderTimeout
 	if headerTimeout <= 0 {
 		headerTimeout = 10 * time.Second
@@ -327,6 +339,7 @@ func (g *Gateway) Start() error {
 	}
 	go func() { g.serveErr <- serve(g.proxySrv, g.proxyLn) }()
 	go func() { g.serveErr <- serve(g.adminSrv, g.adminLn) }()
+	g.serveIntegrations(headerTimeout)
 	if g.opts.Watch {
 		g.watch()
 	}
@@ -395,6 +408,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		errs := []error{}
 		if g.proxySrv != nil {
 			errs = append(errs, g.proxySrv.Shutdown(ctx), g.adminSrv.Shutdown(ctx))
+			errs = append(errs, g.stopIntegrations(ctx)...)
 		}
 		fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = g.FlushHistory(fctx)
