@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/sluice-gateway/sluice/gateway"
 )
 
 // decisionConfig is a gateway with the decision endpoint on; trusted lists
@@ -320,5 +322,51 @@ func TestDecisionEndpointOff(t *testing.T) {
 	h := startGateway(t, strings.Replace(decisionConfig("", ""), `decision: { listen: "127.0.0.1:0", trusted_proxies: [] }`, "", 1))
 	if a := h.g.DecisionAddr(); a != "" {
 		t.Fatalf("DecisionAddr %q with decision.listen unset", a)
+	}
+}
+
+// TestIntegrationConfigErrors names the field, and the value, of each bad
+// decision and rls setting.
+func TestIntegrationConfigErrors(t *testing.T) {
+	t.Parallel()
+	_, err := gateway.Load(writeConfig(t, `
+policies:
+  per-ip: { limit: 3, window: 1m }
+routes:
+  - { name: api, match: { path_prefix: / }, respond: { status: 200 }, policies: [per-ip] }
+decision: { listen: "nope", trusted_proxies: ["10.0.0.0/33"] }
+rls:
+  listen: "127.0.0.1:99999"
+  domains:
+    - domain: edge
+      descriptors:
+        - { key: remote_address, policy: per-ip }
+        - { key: remote_address, policy: per-ip }
+        - { key: "", policy: nope }
+        - { key: path, value: /a }
+        - key: user
+          descriptors:
+            - { key: plan, policy: missing }
+    - domain: edge
+    - { domain: "" }
+`), []string{}, nil)
+	if err == nil {
+		t.Fatal("Load: no error")
+	}
+	for _, want := range []string{
+		`decision.listen: must be host:port, got "nope"`,
+		`decision: trusted_proxies[0]: "10.0.0.0/33" is neither a CIDR nor an address`,
+		`rls.listen: bad port "99999"`,
+		`rls.domains[0].descriptors[1]: duplicate descriptor key "remote_address" value ""`,
+		`rls.domains[0].descriptors[2].key: must not be empty`,
+		`rls.domains[0].descriptors[2].policy: unknown policy "nope"`,
+		`rls.domains[0].descriptors[3]: needs a policy or nested descriptors`,
+		`rls.domains[0].descriptors[4].descriptors[0].policy: unknown policy "missing"`,
+		`rls.domains[1].domain: duplicate domain "edge"`,
+		`rls.domains[2].domain: must not be empty`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("errors lack %q:\n%v", want, err)
+		}
 	}
 }
