@@ -24,7 +24,11 @@ import (
 //     (the README's nginx snippet turns that 403 into a 429);
 //   - no route for it, or a route without policies: 200, not limited;
 //   - missing key with on_missing_key: reject: 400; store failure with
-//     on_error: deny: 503; a description the endpoint cannot read: 400.
+//     on_error: deny: 503; a description the endpoint cannot read, or a path
+//     the proxy listener would refuse to clean: 400.
+//
+// The described path is cleaned as the proxy listener cleans paths (dot
+// segments, duplicate slashes) before it is matched.
 //
 // The path names the form the proxy uses:
 //
@@ -76,6 +80,12 @@ func (g *Gateway) serveDecision(w http.ResponseWriter, r *http.Request, f *decis
 	orig, err := f.original(r, st.decisionIP)
 	if err != nil {
 		middleware.WriteJSONError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// The proxy listener's path cleaning, so "/open/../api" is charged
+	// as "/api".
+	if !cleanRequestPath(orig) {
+		middleware.WriteJSONError(w, http.StatusBadRequest, "path cannot be normalised (a dot segment behind an escaped slash, a backslash or a ';')")
 		return
 	}
 	rt, _ := st.routes.match(orig)

@@ -179,6 +179,18 @@ func TestDecisionEndpointMatchesLikeTheProxy(t *testing.T) {
 			t.Fatalf("POST /posts: X-RateLimit-Limit %q, want 3", l)
 		}
 	})
+	t.Run("cleaned paths", func(t *testing.T) {
+		// /open is not limited; its dot segments must not lead around /api.
+		for n, uri := range []string{"/open/../api/x", "//api/./x", "/open/%2e%2e/api"} {
+			resp, body := h.decide(decisionCall{endpoint: "nginx", uri: uri, client: "192.0.2.6"})
+			wantStatus(t, resp, body, 200)
+			if remaining(resp) != fmt.Sprint(2-n) {
+				t.Fatalf("%s: X-RateLimit-Remaining %q, want %d", uri, remaining(resp), 2-n)
+			}
+		}
+		resp, body := h.decide(decisionCall{endpoint: "traefik", uri: "/open/..%2fapi", client: "192.0.2.6"})
+		wantJSONError(t, resp, body, 400)
+	})
 	t.Run("header and query keys pass through", func(t *testing.T) {
 		for n := range 2 {
 			resp, body := h.decide(decisionCall{endpoint: "caddy", uri: "/keyed", client: "192.0.2.4", hdr: []string{"X-API-Key", "k-1"}})
