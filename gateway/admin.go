@@ -145,13 +145,24 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 func (g *Gateway) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-	defer cancel()
-	if err := g.state.Load().store.Ping(ctx); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unreachable", "error": err.Error()})
+	if g.draining.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	st := g.state.Load()
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	err := st.store.Ping(ctx)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "store": "up"})
+	case st.cfg.Store.OnError == "allow":
+		// Requests are admitted without limits (fail open): the gateway can
+		// serve, so it stays in the load balancer.
+		writeJSON(w, http.StatusOK, map[string]string{"status": "degraded", "store": "down", "on_error": "allow", "error": err.Error()})
+	default:
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unreachable", "store": "down", "on_error": st.cfg.Store.OnError, "error": err.Error()})
+	}
 }
 
 type policyView struct {

@@ -18,7 +18,6 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
-	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
 
 	"github.com/sluice-gateway/sluice/limiter"
@@ -58,7 +57,16 @@ type AlertConfig struct {
 // AdminConfig configures the admin listener.
 type AdminConfig struct {
 	Listen string `koanf:"listen"` // default "127.0.0.1:9090"
-	Token  string `koanf:"token"`  // empty: a random token is generated and logged once
+	// Token is the bearer token of the /v1 API. Empty on a loopback
+	// listener: a random token is generated and written to a file that only
+	// its owner can read (the path is logged). Required on any other
+	// address.
+	Token string `koanf:"token"`
+	// AllowedHosts are the host names (besides IP addresses and localhost)
+	// that requests to the admin listener may name in their Host header,
+	// e.g. a Service name that Prometheus scrapes; others get 421, so that a
+	// DNS-rebinding web page cannot read the admin listener.
+	AllowedHosts []string `koanf:"allowed_hosts"`
 	// Tokens are scoped tokens, each with a name for the logs (tokens.go).
 	Tokens []TokenConfig `koanf:"tokens"`
 }
@@ -153,34 +161,24 @@ type RespondConfig struct {
 	ContentType string `koanf:"content_type"` // default text/plain; charset=utf-8
 }
 
-// Errors collects validation errors; each names its field path.
-type Errors []error
-
-func (e Errors) Error() string {
-	msgs := make([]string, len(e))
-	for i, err := range e {
-		msgs[i] = err.Error()
-	}
-	return strings.Join(msgs, "\n")
-}
-
-func (e Errors) Unwrap() []error { return e }
-
-func fieldErr(path, format string, args ...any) error {
-	return fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...))
-}
-
 // EnvPrefix starts every environment override.
 const EnvPrefix = "SLUICE_"
 
 // Load reads the config file at path, applies SLUICE_ environment overrides
 // from environ (os.Environ when nil), fills in defaults and validates. It
-// returns every problem found, each naming its field path. Environment
-// variables that name no config field are logged as warnings and ignored.
+// returns every problem found in one pass as an Errors of *ConfigError, each
+// naming its field path and the line of the file (or the environment
+// variable) that set it. Environment variables that name no config field
+// are logged as warnings and ignored.
 func Load(path string, environ []string, log *slog.Logger) (*Config, error) {
-	k := koanf.New(".")
-	if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+	data, err := os.ReadFile(path)
+	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	src := &source{file: path, lines: yamlLines(data), env: map[string]string{}}
+	k := koanf.New(".")
+	if err := k.Load(bytesProvider(data), yaml.Parser()); err != nil {
+		return nil, Errors{yamlError(path, data, err)}
 	}
 	var errs Errors
 	checkKnown(k.Raw(), reflect.TypeFor[Config](), "", &errs)
@@ -202,6 +200,7 @@ func Load(path string, environ []string, log *slog.Logger) (*Config, error) {
 				}
 				return "", nil
 			}
+			src.env[key] = name
 			if t.Kind() == reflect.Slice {
 				var parts []string
 				for p := range strings.SplitSeq(value, ",") {
@@ -217,27 +216,163 @@ func Load(path string, environ []string, log *slog.Logger) (*Config, error) {
 	if err := k.Load(env.Provider(".", envOpt), nil); err != nil {
 		return nil, fmt.Errorf("reading the environment: %w", err)
 	}
-	var cfg Config
-	dc := &mapstructure.DecoderConfig{
-		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			mapstructure.StringToTimeDurationHookFunc(),
-			mapstructure.StringToSliceHookFunc(","),
-		),
-		WeaklyTypedInput: true,
-		Result:           &cfg,
-		TagName:          "koanf",
-	}
-	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: dc}); err != nil {
-		errs = append(errs, decodeErrors(err)...)
-	}
-	if len(errs) > 0 {
-		return nil, errs
+	cfg, decodeErrs := decode(k.Raw())
+	errs = append(errs, decodeErrs...)
+	// Check the rules too, even after type errors, so that one pass reports
+	// everything; a field that failed to decode is reported once.
+	failed := map[string]bool{}
+	for _, e := range errs {
+		failed[asConfigError(e).Path] = true
 	}
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+	rules:
+		for _, e := range unjoin(err) {
+			p := asConfigError(e).Path
+			for f := range failed {
+				if within(p, f) || within(f, p) {
+					continue rules
+				}
+			}
+			errs = append(errs, e)
+		}
 	}
-	return &cfg, nil
+	if len(errs) > 0 {
+		out := make(Errors, len(errs))
+		for i, e := range errs {
+			ce := asConfigError(e)
+			src.locate(ce)
+			out[i] = ce
+		}
+		return nil, out
+	}
+	return cfg, nil
+}
+
+// decode decodes raw into a Config. A value of the wrong type is an error;
+// it is then dropped from raw and the rest decoded again, so that its
+// siblings (the rest of its policy or route) still decode and are checked.
+func decode(raw map[string]any) (*Config, Errors) {
+	var errs Errors
+	for range 5 {
+		var cfg Config
+		dc := &mapstructure.DecoderConfig{
+			DecodeHook: mapstructure.ComposeDecodeHookFunc(
+				durationHook,
+				mapstructure.StringToSliceHookFunc(","),
+			),
+			WeaklyTypedInput: true,
+			Result:           &cfg,
+			TagName:          "koanf",
+		}
+		d, err := mapstructure.NewDecoder(dc)
+		if err == nil {
+			err = d.Decode(raw)
+		}
+		if err == nil {
+			return &cfg, errs
+		}
+		dropped := 0
+		for _, e := range decodeErrors(err) {
+			ce := asConfigError(e)
+			if v, ok := rawAt(raw, ce.Path); ok {
+				if !strings.Contains(ce.Msg, "has no unit") && !strings.Contains(ce.Msg, "not a duration") {
+					ce.Msg = fmt.Sprintf("%s (got %v)", ce.Msg, v)
+				}
+				if deleteRaw(raw, ce.Path) {
+					dropped++
+				}
+			}
+			errs = append(errs, ce)
+		}
+		if dropped == 0 {
+			return &cfg, errs
+		}
+	}
+	return &Config{}, errs
+}
+
+// rawPath splits "a.b[2].c" into "a", "b", 2, "c".
+func rawPath(path string) []any {
+	var out []any
+	for seg := range strings.SplitSeq(path, ".") {
+		name, idx, _ := strings.Cut(seg, "[")
+		if name != "" {
+			out = append(out, name)
+		}
+		for idx != "" {
+			n, rest, _ := strings.Cut(idx, "]")
+			i, err := strconv.Atoi(n)
+			if err != nil {
+				return nil
+			}
+			out = append(out, i)
+			idx = strings.TrimPrefix(rest, "[")
+		}
+	}
+	return out
+}
+
+// rawAt returns the value at path in a raw config tree.
+func rawAt(raw map[string]any, path string) (any, bool) {
+	var cur any = raw
+	for _, p := range rawPath(path) {
+		switch k := p.(type) {
+		case string:
+			m, ok := cur.(map[string]any)
+			if !ok {
+				return nil, false
+			}
+			if cur, ok = m[k]; !ok {
+				return nil, false
+			}
+		case int:
+			s, ok := cur.([]any)
+			if !ok || k < 0 || k >= len(s) {
+				return nil, false
+			}
+			cur = s[k]
+		}
+	}
+	return cur, len(rawPath(path)) > 0
+}
+
+// deleteRaw removes the value at path (a list element becomes nil, so the
+// indices of its siblings stay as they are).
+func deleteRaw(raw map[string]any, path string) bool {
+	parts := rawPath(path)
+	if len(parts) == 0 {
+		return false
+	}
+	parent, ok := any(raw), true
+	if len(parts) > 1 {
+		parentPath := path[:strings.LastIndexAny(path, ".[")]
+		if parent, ok = rawAt(raw, parentPath); !ok {
+			return false
+		}
+	}
+	switch k := parts[len(parts)-1].(type) {
+	case string:
+		m, ok := parent.(map[string]any)
+		if !ok {
+			return false
+		}
+		delete(m, k)
+		return true
+	case int:
+		s, ok := parent.([]any)
+		if !ok || k >= len(s) || s[k] == nil {
+			return false
+		}
+		s[k] = nil
+		return true
+	}
+	return false
+}
+
+// within reports whether path is field or lies inside it.
+func within(path, field string) bool {
+	return path == field || strings.HasPrefix(path, field+".") || strings.HasPrefix(path, field+"[")
 }
 
 var (
@@ -444,6 +579,14 @@ func (c *Config) Validate() error {
 	}
 	checkAddr("listen", c.Listen)
 	checkAddr("admin.listen", c.Admin.Listen)
+	if c.Admin.Token == "" && len(c.Admin.Tokens) == 0 && !loopbackAddr(c.Admin.Listen) {
+		bad("admin.token", "required when admin.listen (%q) is not a loopback address: set admin.token (or SLUICE_ADMIN__TOKEN) or admin.tokens, or listen on 127.0.0.1", c.Admin.Listen)
+	}
+	for i, h := range c.Admin.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/ :*") {
+			bad("admin.allowed_hosts["+strconv.Itoa(i)+"]", "must be a host name without port, got %q", h)
+		}
+	}
 	if c.IPv6Prefix < 1 || c.IPv6Prefix > 128 {
 		bad("ipv6_prefix", "must be between 1 and 128, got %d", c.IPv6Prefix)
 	}

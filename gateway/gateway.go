@@ -6,8 +6,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
@@ -28,6 +27,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/knadh/koanf/providers/file"
 
+	"github.com/sluice-gateway/sluice/internal/version"
 	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/limiter/memstore"
 	"github.com/sluice-gateway/sluice/limiter/redisstore"
@@ -53,6 +53,9 @@ type Options struct {
 	Clock func() time.Time
 	// AlertBackoff is the first wait between webhook retries; zero means 1s.
 	AlertBackoff time.Duration
+	// TokenDir is where a generated admin token is written (see TokenFile);
+	// empty means $XDG_RUNTIME_DIR/sluice or the temporary directory.
+	TokenDir string
 }
 
 // Gateway is a running Sluice: a proxy listener and an admin listener over
@@ -70,6 +73,8 @@ type Gateway struct {
 	state        atomic.Pointer[state]
 	token        atomic.Pointer[string]
 	tokens       atomic.Pointer[tokenSet]
+	tokenFile    string // where the generated token was written; guarded by reloadMu
+	draining     atomic.Bool
 	reloadMu     sync.Mutex
 	watcher      *file.File
 
@@ -118,6 +123,8 @@ func New(opts Options) (*Gateway, error) {
 	g.state.Store(st)
 	g.setToken(cfg)
 	g.setTokens(cfg)
+	g.metrics.watchStore(func() limiter.Store { return g.state.Load().store })
+	setRedisLogger(g.log.Load)
 	clock, backoff := opts.Clock, opts.AlertBackoff
 	if clock == nil {
 		clock = time.Now
@@ -143,22 +150,36 @@ func (g *Gateway) setLogger(cfg *Config) {
 	}
 }
 
-// setToken takes the admin token from cfg, or makes a random one (once)
-// and logs it.
+// setToken takes the admin token from cfg, or makes a random one (once,
+// kept across reloads). A generated token is never logged: once the admin
+// listener is open it is written to an owner-only file (writeToken).
 func (g *Gateway) setToken(cfg *Config) {
 	if cfg.Admin.Token != "" {
 		t := cfg.Admin.Token
 		g.token.Store(&t)
 		return
 	}
-	if old := g.token.Load(); old != nil && g.state.Load() != nil && g.state.Load().cfg.Admin.Token == "" {
+	if old := g.token.Load(); old != nil && g.state.Load() != nil && g.state.Load().cfg.Admin.Token == "" && g.tokenFile != "" {
 		return // keep the generated one across reloads
 	}
-	var b [24]byte
-	_, _ = rand.Read(b[:])
-	t := hex.EncodeToString(b[:])
+	t := newToken()
 	g.token.Store(&t)
-	g.log.Load().Warn("admin.token is empty; generated a random admin token", "token", t)
+	g.tokenFile = ""
+	if g.adminLn != nil {
+		g.writeToken()
+	}
+}
+
+// writeToken writes the generated admin token to its file and logs the
+// file's path (never the token).
+func (g *Gateway) writeToken() {
+	path := TokenFile(g.opts.TokenDir, g.adminLn.Addr().String())
+	if err := writeTokenFile(path, *g.token.Load()); err != nil {
+		g.log.Load().Error("admin.token is empty and the generated token could not be written; the /v1 API is unusable until admin.token is set", "path", path, "err", err)
+		return
+	}
+	g.tokenFile = path
+	g.log.Load().Warn("admin.token is empty; generated a random admin token, readable by this user only", "path", path)
 }
 
 // buildStore returns the store cfg describes.
@@ -331,7 +352,7 @@ func (g *Gateway) Start() error {
 		ErrorLog:          slog.NewLogLogger(g.log.Load().Handler(), slog.LevelDebug),
 	}
 	g.adminSrv = &http.Server{
-		Handler:           g.adminHandler(),
+		Handler:           g.checkHost(g.adminHandler()),
 		ReadHeaderTimeout: headerTimeout,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -344,7 +365,14 @@ func (g *Gateway) Start() error {
 		g.watch()
 	}
 	go g.historyLoop()
-	g.log.Load().Info("sluice listening", "proxy", g.proxyLn.Addr().String(), "admin", g.adminLn.Addr().String(), "store", cfg.Store.Backend)
+	if cfg.Admin.Token == "" {
+		g.reloadMu.Lock()
+		g.writeToken()
+		g.reloadMu.Unlock()
+	}
+	v := version.Get()
+	g.log.Load().Info("sluice listening", "proxy", g.proxyLn.Addr().String(), "admin", g.adminLn.Addr().String(), "store", cfg.Store.Backend,
+		"version", v.Version, "revision", v.Revision, "go", v.GoVersion)
 	return nil
 }
 
@@ -393,9 +421,12 @@ func (g *Gateway) AdminAddr() string { return g.adminLn.Addr().String() }
 // AdminToken returns the admin token in force.
 func (g *Gateway) AdminToken() string { return *g.token.Load() }
 
-// Shutdown stops accepting connections, waits for in-flight requests until
-// ctx ends, and closes the store.
+// Shutdown drains: from its first moment /readyz answers 503, so load
+// balancers stop sending. It stops accepting connections on the proxy
+// listener, waits for in-flight requests until ctx ends, then closes the
+// admin listener (which answers /readyz until then) and the store.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.draining.Store(true)
 	var err error
 	g.closeOnce.Do(func() {
 		if g.watcher != nil {
@@ -420,6 +451,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		}
 		g.transportsMu.Unlock()
 		errs = append(errs, g.state.Load().store.Close())
+		g.reloadMu.Lock()
+		if g.tokenFile != "" {
+			_ = os.Remove(g.tokenFile)
+		}
+		g.reloadMu.Unlock()
 		err = errors.Join(errs...)
 	})
 	return err
@@ -440,6 +476,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	g.draining.Store(true)
 	timeout := g.state.Load().cfg.ShutdownTimeout
 	g.log.Load().Info("shutting down", "drain_timeout", timeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)

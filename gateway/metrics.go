@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/sluice-gateway/sluice/internal/version"
+	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/middleware"
 )
 
@@ -58,7 +63,46 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sluice_build_info",
+		Help: "Always 1; the labels say which build is running.",
+	}, []string{"version", "revision", "goversion"})
+	v := version.Get()
+	build.WithLabelValues(v.Version, v.Revision, v.GoVersion).Set(1)
+	m.registry.MustRegister(build)
 	return m
+}
+
+// breakerStore is a store with a circuit breaker that can say whether it
+// is open.
+type breakerStore interface {
+	BreakerOpen() bool
+}
+
+// watchStore registers the gauges that describe the store in force:
+// sluice_store_up pings it at each scrape (at most one second), and
+// sluice_store_breaker_open reads its circuit breaker (0 for a store
+// without one).
+func (m *metrics) watchStore(store func() limiter.Store) {
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_store_up",
+		Help: "1 when the limiter store answered a ping at scrape time, else 0.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if store().Ping(ctx) != nil {
+			return 0
+		}
+		return 1
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sluice_store_breaker_open",
+		Help: "1 while the store's circuit breaker is open (calls fail at once), else 0.",
+	}, func() float64 {
+		if b, ok := store().(breakerStore); ok && b.BreakerOpen() {
+			return 1
+		}
+		return 0
+	}))
 }
 
 // observe counts one request's decisions.

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -44,9 +45,11 @@ func TestRedisDown(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t)
 	for _, tc := range []struct {
-		onError string
-		want    int
-	}{{"allow", 200}, {"deny", 503}} {
+		onError     string
+		want        int
+		ready       int    // fail-open can serve: it stays ready
+		readyStatus string // and says it is degraded
+	}{{"allow", 200, 200, "degraded"}, {"deny", 503, 503, "store unreachable"}} {
 		t.Run(tc.onError, func(t *testing.T) {
 			store := fmt.Sprintf(`{ backend: redis, on_error: %s, redis: { addrs: ["127.0.0.1:1"], timeout: 100ms } }`, tc.onError)
 			h := startGateway(t, proxyConfig(up.URL, store))
@@ -62,7 +65,14 @@ func TestRedisDown(t *testing.T) {
 				}
 			}
 			resp, body := h.do("GET", h.admin+"/readyz", "")
-			wantStatus(t, resp, body, 503)
+			wantStatus(t, resp, body, tc.ready)
+			var ready struct{ Status, Store string }
+			if err := json.Unmarshal([]byte(body), &ready); err != nil || ready.Status != tc.readyStatus || ready.Store != "down" {
+				t.Fatalf("/readyz body %s, want status %q and store down", body, tc.readyStatus)
+			}
+			if got := metric(t, h, "sluice_store_up"); got != "0" {
+				t.Fatalf("sluice_store_up %q with Redis down, want 0", got)
+			}
 			if got := metric(t, h, "sluice_store_errors_total"); got != "3" {
 				t.Fatalf("sluice_store_errors_total %q, want 3", got)
 			}
