@@ -276,7 +276,7 @@ func decode(raw map[string]any) (*Config, Errors) {
 		for _, e := range decodeErrors(err) {
 			ce := asConfigError(e)
 			if v, ok := rawAt(raw, ce.Path); ok {
-				if !strings.Contains(ce.Msg, "has no unit") && !strings.Contains(ce.Msg, "not a duration") {
+				if !strings.Contains(ce.Msg, fmt.Sprint(v)) {
 					ce.Msg = fmt.Sprintf("%s (got %v)", ce.Msg, v)
 				}
 				if deleteRaw(raw, ce.Path) {

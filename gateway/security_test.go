@@ -1,10 +1,13 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,33 +48,53 @@ func TestEveryV1RouteNeedsTheToken(t *testing.T) {
 
 // TestNoSecretsInLogs runs a gateway through start, traffic, store
 // failures, a bad reload and shutdown, and checks that neither the admin
-// token nor the Redis password reaches a log line.
+// token (configured, or generated for a loopback listener) nor the Redis
+// password reaches a log line.
 func TestNoSecretsInLogs(t *testing.T) {
 	t.Parallel()
-	const token, password = "tok-9f8e7d6c5b4a", "pw-0a1b2c3d4e5f"
-	cfg := strings.Replace(proxyConfig("http://127.0.0.1:1", fmt.Sprintf(
-		`{ backend: redis, redis: { addrs: ["127.0.0.1:1"], password: %q, timeout: 50ms } }`, password)),
-		`token: "secret"`, fmt.Sprintf("token: %q", token), 1)
-	cfg = strings.Replace(cfg, "log: { access: false }", "log: { level: debug }", 1)
-	var logs logBuffer
-	h := startGatewayLogs(t, cfg, &logs)
-	h.token = token
-	h.get("/limited/x")
-	h.get("/down")
-	h.adminDo("GET", "/v1/policies/per-ip/keys", "")
-	h.adminDo("POST", "/v1/counters/x/increment", "")
-	h.do("GET", h.admin+"/v1/policies", "", "Authorization", "Bearer "+token+"x")
-	h.do("GET", h.admin+"/readyz", "")
-	_ = h.g.Reload() // valid
-	time.Sleep(10 * time.Millisecond)
-	out := logs.String()
-	if len(out) < 200 {
-		t.Fatalf("too few logs to judge: %q", out)
-	}
-	for _, secret := range []string{token, password} {
-		if strings.Contains(out, secret) {
-			t.Fatalf("a log line holds the secret %q:\n%s", secret, out)
-		}
+	for _, generated := range []bool{false, true} {
+		t.Run(fmt.Sprintf("generated=%v", generated), func(t *testing.T) {
+			t.Parallel()
+			token, password := "tok-9f8e7d6c5b4a", "pw-0a1b2c3d4e5f"
+			if generated {
+				token = ""
+			}
+			cfg := strings.Replace(proxyConfig("http://127.0.0.1:1", fmt.Sprintf(
+				`{ backend: redis, redis: { addrs: ["127.0.0.1:1"], password: %q, timeout: 50ms } }`, password)),
+				`token: "secret"`, fmt.Sprintf("token: %q", token), 1)
+			cfg = strings.Replace(cfg, "log: { access: false }", "log: { level: debug }", 1)
+			var logs logBuffer
+			h := startGatewayWith(t, gateway.Options{ConfigPath: writeConfig(t, cfg), Environ: []string{}, LogOutput: &logs, TokenDir: filepath.Join(t.TempDir(), "run")})
+			token = h.g.AdminToken()
+			h.token = token
+			h.get("/limited/x")
+			h.get("/down")
+			if resp, body := h.adminDo("GET", "/v1/policies", ""); resp.StatusCode != 200 {
+				t.Fatalf("the admin token in force does not work: %d %s", resp.StatusCode, body)
+			}
+			h.adminDo("GET", "/v1/policies/per-ip/keys", "")
+			h.adminDo("POST", "/v1/counters/x/increment", "")
+			h.do("GET", h.admin+"/v1/policies", "", "Authorization", "Bearer "+token+"x")
+			h.do("GET", h.admin+"/readyz", "")
+			_ = h.g.Reload() // valid
+			if err := os.WriteFile(h.path, []byte("admin: { listen: 0.0.0.0:0 }\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_ = h.g.Reload() // invalid: the old config stays
+			time.Sleep(10 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = h.g.Shutdown(ctx)
+			out := logs.String()
+			if len(out) < 200 {
+				t.Fatalf("too few logs to judge: %q", out)
+			}
+			for _, secret := range []string{token, password} {
+				if strings.Contains(out, secret) {
+					t.Fatalf("a log line holds the secret %q:\n%s", secret, out)
+				}
+			}
+		})
 	}
 }
 
