@@ -165,10 +165,6 @@ func yamlError(file string, data []byte, err error) error {
 	if err4 := yaml.Unmarshal(data, &v); err4 != nil {
 		err = err4
 	}
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return &ConfigError{File: file, Msg: te.Error()}
-	}
 	m := yamlErrorLine.FindStringSubmatch(err.Error())
 	if m == nil {
 		return &ConfigError{File: file, Msg: err.Error()}
