@@ -113,7 +113,8 @@ func (b *batcher) flush(batch []*pending) {
 			pipe.PExpire(ctx, r.index, msDuration(r.ttl))
 		}
 	}
-	_, _ = pipe.Exec(ctx)
+	cmds, err := pipe.Exec(ctx)
+	stampUnanswered(cmds, err)
 	for _, p := range batch {
 		p.op.done(ctx, b.s)
 	}
@@ -137,5 +138,25 @@ func (o *scriptOp) done(ctx context.Context, s *Store) {
 	o.v, o.err = o.cmd.Result()
 	if o.err != nil && redis.HasErrorPrefix(o.err, "NOSCRIPT") {
 		o.v, o.err = o.c.script.Run(ctx, s.client, o.c.keys, o.c.args...).Result()
+	}
+}
+
+// stampUnanswered gives every command of a pipeline the pipeline's error
+// when no command carries one. go-redis leaves the commands without a reply
+// and without an error when a standalone connection fails to initialise
+// with an error reply (a wrong password: WRONGPASS or NOAUTH); read as they
+// are, they would look like empty answers. A cluster pipeline stamps the
+// commands of a failed node itself, so answered commands keep their replies.
+func stampUnanswered(cmds []redis.Cmder, err error) {
+	if err == nil {
+		return
+	}
+	for _, c := range cmds {
+		if c.Err() != nil {
+			return
+		}
+	}
+	for _, c := range cmds {
+		c.SetErr(err)
 	}
 }

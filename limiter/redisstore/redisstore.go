@@ -164,6 +164,7 @@ type Store struct {
 	blocked   *blockedCache // nil when disabled
 	batched   *batchedState // nil unless batched mode is on
 	batchDone chan struct{}
+	unwell    atomic.Pointer[unwellState] // the last unwell reply, for Ping
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -304,12 +305,19 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping implements limiter.Store.
+// Ping implements limiter.Store. It fails when Redis does not answer PING,
+// and for five seconds after a limiter call got a reply that says the
+// server is unwell for Sluice (NOAUTH, WRONGPASS, NOPERM, OOM, READONLY,
+// LOADING, MASTERDOWN, CLUSTERDOWN, MISCONF) unless a later call succeeded:
+// a server can answer PING and still refuse every decision.
 func (s *Store) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		return err
+	}
+	if u := s.unwell.Load(); u != nil && time.Since(u.at) < unwellFor {
+		return fmt.Errorf("redis answers PING but refused a limiter call: %w", u.err)
 	}
 	if s.breaker != nil && s.breaker.open() {
 		s.breaker.failures.Store(0)
@@ -338,6 +346,50 @@ func isFailure(ctx context.Context, err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &nerr) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// unwellReplies are the error replies that say the server (not one key) is
+// unwell for Sluice: it refuses the credentials, the user's rights, memory,
+// writes, or is not ready.
+var unwellReplies = []string{"NOAUTH", "WRONGPASS", "NOPERM", "OOM ", "READONLY ", "LOADING ", "MASTERDOWN ", "CLUSTERDOWN ", "MISCONF "}
+
+// unwellReply reports whether err carries one of unwellReplies, as the
+// reply itself or inside a script error.
+func unwellReply(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	msg := rerr.Error()
+	for _, w := range unwellReplies {
+		if strings.HasPrefix(msg, w) || strings.Contains(msg, " "+w) || strings.Contains(msg, "-"+w) {
+			return true
+		}
+	}
+	return false
+}
+
+type unwellState struct {
+	err error
+	at  time.Time
+}
+
+// unwellFor is how long Ping keeps reporting an unwell reply that a
+// limiter call got, unless a later call succeeds.
+const unwellFor = 5 * time.Second
+
+// noteOutcome remembers a decision's unwell reply for Ping, and forgets it
+// when a decision succeeds. (Reads do not count: a replica or a full server
+// still answers them.)
+func (s *Store) noteOutcome(err error) {
+	switch {
+	case err == nil:
+		if s.unwell.Load() != nil {
+			s.unwell.Store(nil)
+		}
+	case unwellReply(err):
+		s.unwell.Store(&unwellState{err: err, at: time.Now()})
+	}
 }
 
 // guard runs call unless the circuit breaker is open, and records whether
@@ -457,6 +509,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		d, err = s.allow(ctx, p, key, cost)
 		return err
 	})
+	s.noteOutcome(err)
 	if s.blocked != nil && err == nil {
 		if n := s.blocked.take(bk); n > 0 {
 			s.addRejected(ctx, p, bk.key, n)

@@ -76,12 +76,13 @@ return {allowed, count, remaining, reset, retry, rejected}
 
 // slidingLogScript: KEYS = {zset, rej}; ARGV = {now_us, window_us, limit,
 // cost, mode, ttl_ms, window_ms, member_prefix, now_us - window_us}. One
-// member per unit, scored by its time.
+// member per unit, scored by its time. The first write of each branch is
+// one that Redis refuses when it is out of memory (ZADD, INCR): a script
+// may go on writing past maxmemory once it has written.
 var slidingLogScript = redis.NewScript(`
 local now, w = tonumber(ARGV[1]), tonumber(ARGV[2])
 local limit, cost, charge = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local after = '(' .. ARGV[9]
-if charge then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9]) end
 local count = redis.call('ZCOUNT', KEYS[1], after, '+inf')
 local rejected = tonumber(redis.call('GET', KEYS[2]) or '0')
 local allowed, retry = 0, 0
@@ -94,6 +95,7 @@ if charge then
       args[#args + 1] = ARGV[8] .. ':' .. i
     end
     redis.call('ZADD', KEYS[1], unpack(args))
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
     redis.call('PEXPIRE', KEYS[1], ARGV[6])
     count = count + cost
   else

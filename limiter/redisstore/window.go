@@ -31,12 +31,23 @@ type windowOp struct {
 	ttl        time.Duration
 	incr       *redis.IntCmd
 	all        *redis.MapStringStringCmd
+	expire     *redis.BoolCmd
 }
 
 func (o *windowOp) queue(ctx context.Context, pipe redis.Pipeliner) {
 	o.incr = pipe.HIncrBy(ctx, o.key, o.field, o.cost)
 	o.all = pipe.HGetAll(ctx, o.key)
-	pipe.PExpire(ctx, o.key, o.ttl)
+	o.expire = pipe.PExpire(ctx, o.key, o.ttl)
+}
+
+// err is the first error among the op's replies.
+func (o *windowOp) err() error {
+	for _, err := range []error{o.incr.Err(), o.all.Err(), o.expire.Err()} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (o *windowOp) done(context.Context, *Store) {}
@@ -50,14 +61,10 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	o := &windowOp{key: name, field: strconv.FormatInt(c, 10), cost: cost,
 		ttl: time.Duration(int64(p.Buckets)+1)*p.BucketSize() + time.Second}
 	s.batch.do(o, rec)
-	mine, err := o.incr.Result()
-	if err != nil {
+	if err := o.err(); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
 	}
-	all, err := o.all.Result()
-	if err != nil {
-		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
-	}
+	mine, all := o.incr.Val(), o.all.Val()
 	// The others: every bucket but the current one as read, and the
 	// current one as it was just before this request.
 	buckets := make([]limiter.Bucket, 0, len(all))
