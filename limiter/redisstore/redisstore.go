@@ -159,7 +159,8 @@ type Store struct {
 	done      chan struct{}
 	closing   sync.Once
 	owns      bool
-	breaker   *breaker // nil when disabled
+	breaker   *breaker      // nil when disabled
+	nodes     *nodeBreakers // one breaker per master on a cluster; nil otherwise
 	batch     *batcher
 	blocked   *blockedCache // nil when disabled
 	batched   *batchedState // nil unless batched mode is on
@@ -198,14 +199,10 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 		s.timeout = DefaultTimeout
 	}
 	if o.BreakerThreshold >= 0 {
-		threshold, interval := o.BreakerThreshold, o.BreakerInterval
-		if threshold == 0 {
-			threshold = 5
+		s.breaker = newBreaker(o.BreakerThreshold, o.BreakerInterval)
+		if cc, ok := s.client.(*redis.ClusterClient); ok {
+			s.nodes = newNodeBreakers(cc, o.BreakerThreshold, o.BreakerInterval, s.breaker)
 		}
-		if interval <= 0 {
-			interval = 250 * time.Millisecond
-		}
-		s.breaker = newBreaker(threshold, interval)
 	}
 	s.rate = redis_rate.NewLimiter(s.client)
 	// Two flushes in flight keep Redis busy while a pipeline is on the
@@ -320,8 +317,7 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("redis answers PING but refused a limiter call: %w", u.err)
 	}
 	if s.breaker != nil && s.breaker.open() {
-		s.breaker.failures.Store(0)
-		s.breaker.openUntil.Store(0)
+		s.breaker.close()
 	}
 	return nil
 }
@@ -392,18 +388,33 @@ func (s *Store) noteOutcome(err error) {
 	}
 }
 
-// guard runs call unless the circuit breaker is open, and records whether
-// Redis failed.
+// guard runs call unless the store's circuit breaker is open, and records
+// whether Redis failed.
 func (s *Store) guard(ctx context.Context, call func() error) error {
-	if s.breaker == nil {
+	return s.guardWith(ctx, s.breaker, call)
+}
+
+// guardKey is guard for a call on one Redis key: on a cluster it uses the
+// breaker of the master that serves the key, so a dead master fails only
+// its own keys.
+func (s *Store) guardKey(ctx context.Context, p *limiter.Policy, storeKey string, call func() error) error {
+	b := s.breaker
+	if s.nodes != nil {
+		b = s.nodes.forKey(ctx, s.keyName(p, storeKey))
+	}
+	return s.guardWith(ctx, b, call)
+}
+
+func (s *Store) guardWith(ctx context.Context, b *breaker, call func() error) error {
+	if b == nil {
 		return call()
 	}
-	ok, probe := s.breaker.allow()
+	ok, probe := b.allow()
 	if !ok {
 		return ErrUnavailable
 	}
 	err := call()
-	s.breaker.done(probe, isFailure(ctx, err))
+	b.done(probe, isFailure(ctx, err))
 	return err
 }
 
@@ -505,7 +516,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		}
 	}
 	var d limiter.Decision
-	err := s.guard(ctx, func() (err error) {
+	err := s.guardKey(ctx, p, limiter.StoreKey(key), func() (err error) {
 		d, err = s.allow(ctx, p, key, cost)
 		return err
 	})
@@ -635,7 +646,7 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	if s.batched != nil && p.Algorithm == limiter.SlidingWindow && s.refundBatched(p, key, c) {
 		return nil
 	}
-	return s.guard(ctx, func() error { return s.refund(ctx, p, key, c) })
+	return s.guardKey(ctx, p, limiter.StoreKey(key), func() error { return s.refund(ctx, p, key, c) })
 }
 
 func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
@@ -669,7 +680,7 @@ func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c lim
 func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limiter.Usage, error) {
 	storeKey := limiter.StoreKey(key)
 	var u limiter.Usage
-	err := s.guard(ctx, func() (err error) {
+	err := s.guardKey(ctx, p, storeKey, func() (err error) {
 		ctx, cancel := context.WithTimeout(ctx, s.timeout)
 		defer cancel()
 		u, err = s.peek(ctx, p, storeKey, p.LimitFor(key))
@@ -715,7 +726,7 @@ func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error 
 	if s.blocked != nil {
 		s.blocked.take(blockedKeyOf(p, limiter.StoreKey(key)))
 	}
-	return s.guard(ctx, func() error { return s.reset(ctx, p, key) })
+	return s.guardKey(ctx, p, limiter.StoreKey(key), func() error { return s.reset(ctx, p, key) })
 }
 
 func (s *Store) reset(ctx context.Context, p *limiter.Policy, key string) error {
