@@ -98,12 +98,12 @@ func (b *breaker) close() {
 // nodeBreakers holds one breaker per Redis Cluster master, so that a dead
 // master fails only the keys it serves. It is safe for concurrent use.
 type nodeBreakers struct {
-	client              *redis.ClusterClient
-	threshold           int
-	interval            time.Duration
-	mu                  sync.RWMutex
-	byAddr              map[string]*breaker
-	fallback            *breaker // when the key's master is unknown
+	client    *redis.ClusterClient
+	threshold int
+	interval  time.Duration
+	mu        sync.RWMutex
+	byAddr    map[string]*breaker
+	fallback  *breaker // when the key's master is unknown
 }
 
 func newNodeBreakers(c *redis.ClusterClient, threshold int, interval time.Duration, fallback *breaker) *nodeBreakers {
