@@ -101,6 +101,7 @@ func (s *Store) Flush(ctx context.Context) error {
 	}
 	type job struct {
 		k     batchedKey
+		p     *limiter.Policy
 		name  string
 		local map[int64]int64
 		rej   int64
@@ -115,7 +116,7 @@ func (s *Store) Flush(ctx context.Context) error {
 			delete(st.entries, k) // idle: nothing to send, nothing worth keeping
 			continue
 		}
-		jobs = append(jobs, &job{k: k, name: s.keyName(e.p, k.key), local: e.local, rej: e.rejected})
+		jobs = append(jobs, &job{k: k, p: e.p, name: s.keyName(e.p, k.key), local: e.local, rej: e.rejected})
 		e.local, e.rejected = map[int64]int64{}, 0
 	}
 	st.mu.Unlock()
@@ -130,7 +131,9 @@ func (s *Store) Flush(ctx context.Context) error {
 			pipe.HIncrBy(ctx, j.name, strconv.FormatInt(ix, 10), n)
 		}
 		if len(j.local) > 0 {
-			pipe.PExpire(ctx, j.name, time.Duration(j.k.buckets+1)*((j.k.window+time.Duration(j.k.buckets)-1)/time.Duration(j.k.buckets))+time.Second)
+			ttl, stale := windowTrim(j.p, now.UnixMicro()/j.p.BucketSize().Microseconds())
+			pipe.Do(ctx, append([]any{"hdel", j.name}, stale...)...)
+			pipe.PExpire(ctx, j.name, ttl)
 		}
 		if j.rej > 0 {
 			pipe.IncrBy(ctx, j.name+":rej", j.rej)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -12,7 +13,8 @@ import (
 )
 
 // sliding_window runs on plain pipelined commands, not a script: HINCRBY
-// on the current bucket, HGETALL of the key's buckets and PEXPIRE, and a
+// on the current bucket, HDEL of the buckets that left the window (see
+// windowTrim), HGETALL of the key's buckets and PEXPIRE, and a
 // second round trip (HINCRBY back, INCR of the rejected count) only when
 // the request is rejected. A script costs Redis several times as much CPU.
 //
@@ -29,20 +31,26 @@ type windowOp struct {
 	key, field string
 	cost       int64
 	ttl        time.Duration
+	stale      []any // fields to drop: buckets that left the window
 	incr       *redis.IntCmd
+	drop       *redis.IntCmd
 	all        *redis.MapStringStringCmd
 	expire     *redis.BoolCmd
 }
 
 func (o *windowOp) queue(ctx context.Context, pipe redis.Pipeliner) {
 	o.incr = pipe.HIncrBy(ctx, o.key, o.field, o.cost)
+	args := make([]any, 0, 2+len(o.stale))
+	args = append(append(args, "hdel", o.key), o.stale...)
+	o.drop = redis.NewIntCmd(ctx, args...)
+	_ = pipe.Process(ctx, o.drop)
 	o.all = pipe.HGetAll(ctx, o.key)
 	o.expire = pipe.PExpire(ctx, o.key, o.ttl)
 }
 
 // err is the first error among the op's replies.
 func (o *windowOp) err() error {
-	for _, err := range []error{o.incr.Err(), o.all.Err(), o.expire.Err()} {
+	for _, err := range []error{o.incr.Err(), o.drop.Err(), o.all.Err(), o.expire.Err()} {
 		if err != nil {
 			return err
 		}
@@ -52,14 +60,63 @@ func (o *windowOp) err() error {
 
 func (o *windowOp) done(context.Context, *Store) {}
 
+// windowMargin is how long a sliding_window hash outlives its newest
+// bucket's window, for clocks that differ a little.
+const windowMargin = 10 * time.Millisecond
+
+// windowTrim returns the TTL of a sliding_window hash written in bucket c
+// and the fields that a write in bucket c deletes, so that a key active for
+// days keeps O(buckets) fields.
+//
+// A hash lives ttl = k+1 buckets and windowMargin after its last write (k
+// buckets per window): the window of bucket c needs buckets c-k..c. With
+// e = ceil(windowMargin/bucket), when a write lands in
+// bucket c, the previous one landed in bucket c-k-1-e or later and had
+// already deleted everything before its own window: only buckets
+// c-2k-1-e..c-k-1 can be stale. The write deletes them (one more, for a
+// writer whose clock is a bucket behind), in the same round trip.
+// Between writes a hash holds at most the k+1 buckets of the window plus a
+// bucket written by a clock a little ahead.
+func windowTrim(p *limiter.Policy, c int64) (time.Duration, []any) {
+	b := p.BucketSize()
+	k := int64(p.Buckets)
+	e := int64((windowMargin + b - 1) / b)
+	ttl := time.Duration(k+1)*b + windowMargin
+	tk := trimKey{b, k, c}
+	if t := lastTrim.Load(); t != nil && t.trimKey == tk {
+		return ttl, t.stale
+	}
+	from, to := c-2*k-2-e, c-k-1
+	stale := make([]any, 0, to-from+1)
+	for ix := from; ix <= to; ix++ {
+		stale = append(stale, strconv.FormatInt(ix, 10))
+	}
+	lastTrim.Store(&trimList{tk, stale})
+	return ttl, stale
+}
+
+// lastTrim keeps the last list of stale fields built: every key of a
+// policy shares it for a whole bucket interval.
+var lastTrim atomic.Pointer[trimList]
+
+type trimKey struct {
+	bucket time.Duration
+	k, c   int64
+}
+
+type trimList struct {
+	trimKey
+	stale []any // read-only once stored
+}
+
 // allowWindow decides a sliding_window request.
 func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey string, limit, cost int64, now int64, rec *recordArgs) (limiter.Decision, error) {
 	win := limiter.WindowOf(p, time.Microsecond)
 	nowUS := now / 1000
 	c := nowUS / win.Size
 	name := s.keyName(p, storeKey)
-	o := &windowOp{key: name, field: strconv.FormatInt(c, 10), cost: cost,
-		ttl: time.Duration(int64(p.Buckets)+1)*p.BucketSize() + time.Second}
+	ttl, stale := windowTrim(p, c)
+	o := &windowOp{key: name, field: strconv.FormatInt(c, 10), cost: cost, ttl: ttl, stale: stale}
 	s.batch.do(o, rec)
 	if err := o.err(); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
