@@ -40,6 +40,7 @@ type Config struct {
 	Alerts          []AlertConfig           `koanf:"alerts"`
 	Decision        DecisionConfig          `koanf:"decision"` // HTTP decision endpoint (nginx, Traefik, Caddy)
 	RLS             RLSConfig               `koanf:"rls"`      // Envoy's rate limit service over gRPC
+	Server          ServerConfig            `koanf:"server"`   // limits on the proxy listener's clients
 }
 
 // AlertConfig posts a JSON event to a webhook when a policy's key or a
@@ -507,6 +508,7 @@ func (c *Config) applyDefaults() {
 	if c.Admin.Listen == "" {
 		c.Admin.Listen = "127.0.0.1:9090"
 	}
+	c.Server.applyDefaults()
 	if c.Store.Backend == "" {
 		c.Store.Backend = "memory"
 	}
@@ -593,6 +595,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "must be >= 0")
 	}
+	c.Server.validate(bad)
 	if _, err := middleware.NewIPResolver(c.TrustedProxies, 64); err != nil {
 		errs = append(errs, err)
 	}

@@ -344,8 +344,10 @@ func (g *Gateway) Start() error {
 	if headerTimeout <= 0 {
 		headerTimeout = 10 * time.Second
 	}
+	g.proxyLn = &connLimiter{Listener: g.proxyLn, max: func() int { return g.state.Load().cfg.Server.MaxConnections },
+		refused: g.metrics.connsRefused.Inc}
 	g.proxySrv = &http.Server{
-		Handler:           g.proxyHandler(),
+		Handler:           g.limitBodies(g.proxyHandler()),
 		ReadHeaderTimeout: headerTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
@@ -562,7 +564,10 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 	}
 	upstart := time.Now()
 	rt.proxy.ServeHTTP(c.Writer, c.Request)
-	rt.upstream.Observe(time.Since(upstart).Seconds())
+	// A client's fault is not an upstream exchange.
+	if status, _ := clientFault(c.Request, false); status == 0 && c.Request.Context().Err() == nil {
+		rt.upstream.Observe(time.Since(upstart).Seconds())
+	}
 }
 
 // finish counts the request in sluice_requests_total and writes its access

@@ -23,6 +23,7 @@ type metrics struct {
 	storeErrors     prometheus.Counter
 	reloads         *prometheus.CounterVec
 	alerts          *prometheus.CounterVec
+	connsRefused    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -58,8 +59,12 @@ func newMetrics() *metrics {
 			Name: "sluice_alert_deliveries_total",
 			Help: "Alert webhook deliveries by alert and result: delivered or failed.",
 		}, []string{"alert", "result"}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_connections_refused_total",
+			Help: "Connections to the proxy listener refused (503) because server.max_connections were open.",
+		}),
 	}
-	m.registry.MustRegister(m.requests, m.decisions, m.limiterDuration, m.upstream, m.storeErrors, m.reloads, m.alerts,
+	m.registry.MustRegister(m.requests, m.decisions, m.limiterDuration, m.upstream, m.storeErrors, m.reloads, m.alerts, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")

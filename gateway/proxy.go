@@ -165,19 +165,32 @@ func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middlewa
 		ErrorLog:   slog.NewLogLogger(g.log.Load().Handler(), slog.LevelDebug),
 		BufferPool: g.buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// A client whose body failed (malformed, cut short, too slow)
+			// or whose connection went is at fault, not the upstream.
+			gone := r.Context().Err() != nil
+			if status, msg := clientFault(r, gone); status != 0 {
+				g.log.Load().Debug("client body error", "route", name, "err", err)
+				middleware.WriteJSONError(w, status, msg)
+				return
+			}
+			if gone {
+				middleware.WriteJSONError(w, statusClientClosed, "client closed the request")
+				return
+			}
 			status, msg := http.StatusBadGateway, "upstream unreachable"
 			var nerr net.Error
 			if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &nerr) && nerr.Timeout()) {
 				status, msg = http.StatusGatewayTimeout, "upstream timed out"
-			}
-			if r.Context().Err() != nil {
-				msg = "client went away"
 			}
 			g.log.Load().Debug("upstream error", "route", name, "err", err)
 			middleware.WriteJSONError(w, status, msg)
 		},
 	}, nil
 }
+
+// statusClientClosed is the status logged and counted for a request whose
+// client went away before its answer (nginx's 499); the client never sees it.
+const statusClientClosed = 499
 
 func ensureSlash(p string) string {
 	if !strings.HasPrefix(p, "/") {
