@@ -180,8 +180,8 @@ func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = 
 
 // WithIPResolver sets how client IPs are found, for rules without Keys and
 // for MissingKeyUseIP (default: the TCP peer, IPv6 by /64). It also takes
-// precedence over the address an adapter passes to CheckAddr (ginlimit's
-// c.ClientIP()).
+// precedence over the client address an adapter passes to CheckClientIP
+// (ginlimit's c.ClientIP()).
 func WithIPResolver(r *IPResolver) Option {
 	return func(c *config) {
 		if r == nil {
@@ -237,7 +237,7 @@ type Limiter struct {
 	owned    *memstore.Store // the store the limiter made, closed by Close
 	rules    []Rule
 	ip       *IPResolver
-	ipSet    bool // WithIPResolver was given: CheckAddr ignores its address
+	ipSet    bool // WithIPResolver was given: CheckClientIP ignores its function
 	onError  ErrorHandler
 	onReject RejectHandler
 	skip     func(*http.Request) bool
@@ -298,16 +298,17 @@ const maxStackRules = 4
 // request must not go on, the response (429, 400 or the error hook's). It
 // reports whether the handler should run.
 func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
-	proceed, _ := l.decide(w, r, netip.Addr{})
+	proceed, _ := l.decide(w, r, nil)
 	return proceed
 }
 
-// CheckAddr is Check for adapters whose framework already knows the
-// client address (ginlimit passes Gin's c.ClientIP()): addr stands in for
-// the limiter's own resolution of the client IP, unless the Limiter was
-// built WithIPResolver. An invalid addr means Check.
-func (l *Limiter) CheckAddr(w http.ResponseWriter, r *http.Request, addr netip.Addr) bool {
-	proceed, _ := l.decide(w, r, addr)
+// CheckClientIP is Check for adapters whose framework knows the client
+// address (ginlimit passes Gin's c.ClientIP()): clientIP stands in for the
+// limiter's own resolution of the client IP, unless the Limiter was built
+// WithIPResolver. It is called at most once, and only when a rule needs the
+// client IP; an invalid address it returns means the limiter's own.
+func (l *Limiter) CheckClientIP(w http.ResponseWriter, r *http.Request, clientIP func() netip.Addr) bool {
+	proceed, _ := l.decide(w, r, clientIP)
 	return proceed
 }
 
@@ -316,10 +317,10 @@ func (l *Limiter) CheckAddr(w http.ResponseWriter, r *http.Request, addr netip.A
 // but a shadow policy would have rejected), DecisionError,
 // DecisionMissingKey or DecisionSkipped.
 func (l *Limiter) CheckDecision(w http.ResponseWriter, r *http.Request) (proceed bool, decision string) {
-	return l.decide(w, r, netip.Addr{})
+	return l.decide(w, r, nil)
 }
 
-func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, addr netip.Addr) (proceed bool, decision string) {
+func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func() netip.Addr) (proceed bool, decision string) {
 	if len(l.rules) == 0 || (l.skip != nil && l.skip(r)) {
 		return true, DecisionSkipped
 	}
@@ -330,8 +331,9 @@ func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, addr netip.Addr
 	var reqBuf [maxStackRules]limiter.Request
 	var decBuf [maxStackRules]limiter.Decision
 	reqs := reqBuf[:0]
+	var ip ipKey
 	for _, rule := range l.rules {
-		key, ok := l.key(rule, r, addr)
+		key, ok := l.key(rule, r, clientIP, &ip)
 		if !ok {
 			WriteJSONError(w, http.StatusBadRequest, "missing rate-limit key for policy "+rule.Policy.Name)
 			return false, DecisionMissingKey
@@ -374,7 +376,15 @@ func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, addr netip.Addr
 	return false, DecisionRejected
 }
 
-func (l *Limiter) key(rule Rule, r *http.Request, addr netip.Addr) (string, bool) {
+// ipKey is a request's client IP key, found at most once per request.
+type ipKey struct {
+	key  string
+	done bool
+}
+
+// key finds rule's key for r. clientIP is the adapter's client address, or
+// nil. (It is kept out of ipKey, whose key escapes: so it does not.)
+func (l *Limiter) key(rule Rule, r *http.Request, clientIP func() netip.Addr, ip *ipKey) (string, bool) {
 	for _, src := range rule.Keys {
 		if k, ok := src(r); ok {
 			return k, true
@@ -383,11 +393,17 @@ func (l *Limiter) key(rule Rule, r *http.Request, addr netip.Addr) (string, bool
 	if len(rule.Keys) > 0 && rule.OnMissingKey == MissingKeyReject {
 		return "", false
 	}
-	if !addr.IsValid() || l.ipSet {
-		addr = l.ip.ClientIP(r)
+	if !ip.done {
+		var addr netip.Addr
+		if clientIP != nil && !l.ipSet {
+			addr = clientIP()
+		}
+		if !addr.IsValid() {
+			addr = l.ip.ClientIP(r)
+		}
+		ip.key, ip.done = l.ip.Key(addr.Unmap()), true
 	}
-	k := l.ip.Key(addr.Unmap())
-	return k, k != ""
+	return ip.key, ip.key != ""
 }
 
 func (l *Limiter) report(r *http.Request, reqs []limiter.Request, out limiter.Outcome, err error, took time.Duration) {

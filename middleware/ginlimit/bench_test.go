@@ -16,7 +16,8 @@ import (
 )
 
 // BenchmarkGin compares a Gin route behind ginlimit (one sliding_window
-// policy on the memory store, always admitted) with the same route bare.
+// policy on the memory store, always admitted; by client IP, or by a
+// header) with the same route bare.
 func BenchmarkGin(b *testing.B) {
 	store := memstore.New(memstore.Options{})
 	defer store.Close()
@@ -30,13 +31,17 @@ func BenchmarkGin(b *testing.B) {
 	bare.GET("/", handler)
 	limited := gin.New()
 	limited.GET("/", limit, handler)
+	// Keyed by a header that is present: Gin's c.ClientIP() is not called.
+	byHeader := gin.New()
+	byHeader.GET("/", ginlimit.PerHeader("X-API-Key", 1<<30, time.Minute, middleware.WithStore(store)), handler)
 	for _, tc := range []struct {
 		name string
 		e    *gin.Engine
-	}{{"bare", bare}, {"limited", limited}} {
+	}{{"bare", bare}, {"limited", limited}, {"per-header", byHeader}} {
 		b.Run(tc.name, func(b *testing.B) {
 			req := httptest.NewRequest("GET", "/", nil)
 			req.RemoteAddr = "192.0.2.1:1234"
+			req.Header.Set("X-API-Key", "k-123")
 			w := &middlewaretest.Discard{H: make(http.Header, 8)}
 			b.ReportAllocs()
 			for b.Loop() {

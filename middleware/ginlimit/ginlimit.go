@@ -31,8 +31,11 @@ import (
 // store sees c.Request.Context().
 func Middleware(l *middleware.Limiter) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		addr, _ := netip.ParseAddr(c.ClientIP())
-		if !l.CheckAddr(c.Writer, c.Request, addr.WithZone("")) {
+		clientIP := func() netip.Addr {
+			addr, _ := netip.ParseAddr(c.ClientIP())
+			return addr.WithZone("")
+		}
+		if !l.CheckClientIP(c.Writer, c.Request, clientIP) {
 			c.Abort()
 			return
 		}
