@@ -148,6 +148,38 @@ func Run(t *testing.T, wrap Wrap) {
 	t.Run("KeySources", func(t *testing.T) { testKeySources(t, wrap) })
 	t.Run("CustomReject", func(t *testing.T) { testCustomReject(t, wrap) })
 	t.Run("ContextReachesStore", func(t *testing.T) { testContext(t, wrap) })
+	t.Run("OneLiners", func(t *testing.T) { testOneLiners(t, wrap) })
+}
+
+// testOneLiners: PerIP and PerHeader on their own memory stores, through
+// the adapter, count per client and answer with their default names.
+func testOneLiners(t *testing.T, wrap Wrap) {
+	perIP := middleware.PerIP(2, time.Minute)
+	perKey := middleware.PerHeader("X-API-Key", 1, time.Minute)
+	t.Cleanup(func() { perIP.Close(); perKey.Close() })
+	h := &handler{}
+	ipSrv, keySrv := wrap(t, perIP, h), wrap(t, perKey, h)
+	from := func(addr string) func(*http.Request) { return func(r *http.Request) { r.RemoteAddr = addr } }
+	withKey := func(k string) func(*http.Request) { return func(r *http.Request) { r.Header.Set("X-API-Key", k) } }
+	var got []string
+	for _, step := range []struct {
+		srv http.Handler
+		mod func(*http.Request)
+	}{
+		{ipSrv, nil}, {ipSrv, nil}, {ipSrv, nil}, {ipSrv, from("192.0.2.11:1")},
+		{keySrv, withKey("a")}, {keySrv, withKey("a")}, {keySrv, withKey("b")},
+	} {
+		resp := get(t, step.srv, "/", step.mod)
+		got = append(got, fmt.Sprintf("%d %s", resp.StatusCode, resp.Header.Get("RateLimit-Policy")))
+	}
+	want := `[200 "per-ip";q=2;w=60 200 "per-ip";q=2;w=60 429 "per-ip";q=2;w=60 200 "per-ip";q=2;w=60 ` +
+		`200 "per-x-api-key";q=1;w=60 429 "per-x-api-key";q=1;w=60 200 "per-x-api-key";q=1;w=60]`
+	if fmt.Sprint(got) != want {
+		t.Fatalf("got  %v\nwant %s", got, want)
+	}
+	if h.hits.Load() != 5 {
+		t.Fatalf("handler reached %d times, want 5", h.hits.Load())
+	}
 }
 
 func testExact(t *testing.T, wrap Wrap) {
