@@ -27,9 +27,11 @@ type AlertEvent struct {
 	Time      time.Time `json:"time"`
 }
 
-// alerter checks thresholds and delivers events from one goroutine, with
-// retries and exponential backoff; a full queue drops events (counted as
-// failed) rather than slowing requests down.
+// alerter checks thresholds and delivers events with retries and
+// exponential backoff. Each alert has its own bounded queue and delivery
+// goroutine, so a failing webhook delays only its own alert's events; a
+// full queue drops events (counted as failed) rather than slowing requests
+// down.
 type alerter struct {
 	now      func() time.Time
 	client   *http.Client
@@ -40,12 +42,20 @@ type alerter struct {
 	mu           sync.Mutex
 	alerts       []AlertConfig
 	policyAlerts atomic.Int32         // how many alerts watch a policy: requests skip the lock when none
-	last         map[string]time.Time // alert + "\\x00" + key -> last firing
+	last         map[string]time.Time // alert + "\x00" + key -> last firing
+	queues       map[string]chan delivery
+	closed       bool // under mu
 
-	queue  chan delivery
-	done   chan struct{}
-	closed bool // under mu
+	ctx     context.Context // ends deliveries on close
+	cancel  context.CancelFunc
+	workers sync.WaitGroup
 }
+
+// alertQueueSize bounds the events waiting per alert.
+const alertQueueSize = 256
+
+// drainTimeout is how long close lets queued events go out.
+const drainTimeout = 2 * time.Second
 
 type delivery struct {
 	url   string
@@ -54,8 +64,8 @@ type delivery struct {
 
 func newAlerter(now func() time.Time, backoff time.Duration, metric *prometheus.CounterVec) *alerter {
 	a := &alerter{now: now, client: &http.Client{Timeout: 5 * time.Second}, backoff: backoff, attempts: 4,
-		metric: metric, last: map[string]time.Time{}, queue: make(chan delivery, 1024), done: make(chan struct{})}
-	go a.run()
+		metric: metric, last: map[string]time.Time{}, queues: map[string]chan delivery{}}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
 	return a
 }
 
@@ -69,9 +79,28 @@ func (a *alerter) configure(alerts []AlertConfig) {
 		}
 	}
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.alerts = alerts
 	a.policyAlerts.Store(int32(n))
-	a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	keep := map[string]bool{}
+	for _, cfg := range alerts {
+		keep[cfg.Name] = true
+		if a.queues[cfg.Name] == nil {
+			q := make(chan delivery, alertQueueSize)
+			a.queues[cfg.Name] = q
+			a.workers.Add(1)
+			go a.run(q)
+		}
+	}
+	for name, q := range a.queues {
+		if !keep[name] {
+			close(q) // its worker delivers what is queued, then ends
+			delete(a.queues, name)
+		}
+	}
 }
 
 func threshold(share float64, value, of int64) int64 {
@@ -92,7 +121,7 @@ func (a *alerter) fire(cfg AlertConfig, ev AlertEvent) {
 	}
 	a.last[k] = ev.Time
 	select {
-	case a.queue <- delivery{cfg.Webhook, ev}:
+	case a.queues[cfg.Name] <- delivery{cfg.Webhook, ev}:
 	default:
 		a.metric.WithLabelValues(cfg.Name, "failed").Inc()
 	}
@@ -140,19 +169,21 @@ func (a *alerter) counter(c limiter.Counter) {
 	}
 }
 
-func (a *alerter) run() {
-	defer close(a.done)
-	for d := range a.queue {
+// run delivers one alert's events in order.
+func (a *alerter) run(q chan delivery) {
+	defer a.workers.Done()
+	for d := range q {
 		a.deliver(d)
 	}
 }
 
-// deliver posts one event, retrying 5xx answers and network errors.
+// deliver posts one event, retrying 5xx answers and network errors; close
+// ends its waits.
 func (a *alerter) deliver(d delivery) {
 	body, _ := json.Marshal(d.event)
 	wait := a.backoff
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
 		if err == nil {
 			req.Header.Set("Content-Type", "application/json")
@@ -170,20 +201,41 @@ func (a *alerter) deliver(d delivery) {
 			}
 		}
 		cancel()
-		if attempt >= a.attempts {
+		if attempt >= a.attempts || a.ctx.Err() != nil {
 			a.metric.WithLabelValues(d.event.Alert, "failed").Inc()
 			return
 		}
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-a.ctx.Done():
+			t.Stop()
+			a.metric.WithLabelValues(d.event.Alert, "failed").Inc()
+			return
+		}
 		wait *= 2
 	}
 }
 
-// close stops the delivery goroutine after the queue drains.
+// close stops taking events, lets the queued ones go out for up to
+// drainTimeout, then cancels what is left and waits for the workers.
 func (a *alerter) close() {
 	a.mu.Lock()
-	a.closed = true
-	close(a.queue)
+	if !a.closed {
+		a.closed = true
+		for name, q := range a.queues {
+			close(q)
+			delete(a.queues, name)
+		}
+	}
 	a.mu.Unlock()
-	<-a.done
+	done := make(chan struct{})
+	go func() { a.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(drainTimeout):
+		a.cancel()
+		<-done
+	}
+	a.cancel()
 }

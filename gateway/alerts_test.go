@@ -103,3 +103,49 @@ alerts:
 		}
 	}
 }
+
+// TestAlertQueuesAreIndependent: a webhook that hangs holds up only its own
+// alert; another alert's event arrives while the first is still stuck.
+func TestAlertQueuesAreIndependent(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	stuckCalled := make(chan struct{}, 10)
+	stuck := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stuckCalled <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer stuck.Close()
+	fine := make(chan gateway.AlertEvent, 10)
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev gateway.AlertEvent
+		_ = json.NewDecoder(r.Body).Decode(&ev)
+		fine <- ev
+	}))
+	defer ok.Close()
+	defer close(release) // before the servers close
+	cfg := proxyConfig("http://127.0.0.1:1", "{ backend: memory }") + fmt.Sprintf(`
+alerts:
+  - { name: stuck, counter: a, value: 1, webhook: %q }
+  - { name: fine, counter: b, value: 1, webhook: %q }
+`, stuck.URL, ok.URL)
+	h := startGatewayWith(t, gateway.Options{ConfigPath: writeConfig(t, cfg), AlertBackoff: 10 * time.Millisecond})
+	h.adminDo("POST", "/v1/counters/a/increment", "")
+	select {
+	case <-stuckCalled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stuck webhook was never called")
+	}
+	h.adminDo("POST", "/v1/counters/b/increment", "")
+	select {
+	case ev := <-fine:
+		if ev.Alert != "fine" || ev.Counter != "b" || ev.Value != 1 {
+			t.Fatalf("event %+v", ev)
+		}
+	case <-time.After(4 * time.Second):
+		t.Fatal("the healthy alert's event waited behind the stuck webhook")
+	}
+}
