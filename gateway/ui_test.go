@@ -145,3 +145,48 @@ func TestDashboardHeaders(t *testing.T) {
 		t.Fatal("app.js must keep the token in sessionStorage only")
 	}
 }
+
+// TestDashboardInt64Exact: counters beyond 2^53 show digit for digit, and
+// the Reset button sends their bounds back exactly.
+func TestDashboardInt64Exact(t *testing.T) {
+	t.Parallel()
+	ctx := browser(t)
+	h := startGateway(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }"))
+	h.adminDo("PUT", "/v1/counters/huge", `{"value":9223372036854775806,"min":-9223372036854775808,"max":9223372036854775807}`)
+	h.adminDo("PUT", "/v1/counters/near", `{"value":9007199254740993,"max":9007199254740993}`)
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(h.admin+"/ui/"),
+		chromedp.WaitVisible(css("#token")),
+		chromedp.SendKeys(css("#token"), "secret"),
+		chromedp.Click(css(`#signin-form button[type="submit"]`)),
+		chromedp.WaitVisible(css(`#counters tr[data-counter="near"]`)),
+	); err != nil {
+		t.Fatalf("signing in: %v", err)
+	}
+	for name, want := range map[string]string{"huge": "9223372036854775806", "near": "9007199254740993"} {
+		got, err := chromedp.Run(ctx, chromedp.Text(css(`#counters tr[data-counter="`+name+`"] td.value`)))
+		if err != nil || strings.TrimSpace(got) != want {
+			t.Fatalf("%s shows %q (%v), want %s", name, got, err, want)
+		}
+	}
+	for name, want := range map[string]string{
+		"huge": `{"name":"huge","value":0,"min":-9223372036854775808,"max":9223372036854775807}`,
+		"near": `{"name":"near","value":0,"min":null,"max":9007199254740993}`,
+	} {
+		if err := chromedp.Do(ctx, chromedp.Click(css(`#counters tr[data-counter="`+name+`"] button[data-action="reset-counter"]`))); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, body := h.adminDo("GET", "/v1/counters/"+name, "")
+			if strings.TrimSpace(body) == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after Reset: %s, want %s", body, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}

@@ -11,17 +11,62 @@ async function api(method, path, body) {
   const opts = { method, headers: { Authorization: "Bearer " + token() } };
   if (body !== undefined) {
     opts.headers["Content-Type"] = "application/json";
-    opts.body = JSON.stringify(body);
+    opts.body = typeof body === "string" ? body : JSON.stringify(body);
   }
   const resp = await fetch(path, opts);
   if (resp.status === 401) { signOut("The token was refused."); throw new Error("unauthorized"); }
   const text = await resp.text();
-  const data = text ? JSON.parse(text) : null;
+  const data = text ? parseExact(text) : null;
   if (!resp.ok) throw new Error((data && data.error) || resp.statusText);
   return data;
 }
 
 function esc(s) { return encodeURIComponent(s); }
+
+// parseExact is JSON.parse, except that integers a JS number cannot hold
+// exactly (beyond 2^53, as int64 counters can be) come out as decimal
+// strings, so they are shown and sent back digit for digit.
+function parseExact(text) {
+  let out = "";
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j + 1;
+    } else if (c === "-" || (c >= "0" && c <= "9")) {
+      const num = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y;
+      num.lastIndex = i;
+      const m = num.exec(text);
+      const tok = m ? m[0] : c;
+      out += m && !m[1] && !m[2] && !Number.isSafeInteger(Number(tok)) ? '"' + tok + '"' : tok;
+      i += tok.length;
+    } else {
+      out += c;
+      i++;
+    }
+  }
+  return JSON.parse(out);
+}
+
+// int64 checks that s (a number or decimal string) is an int64 and returns
+// its decimal string, or throws.
+function int64(s, what) {
+  const t = String(s).trim();
+  if (!/^-?\d+$/.test(t)) throw new Error(what + " must be a whole number");
+  const v = BigInt(t);
+  if (v < -(2n ** 63n) || v > 2n ** 63n - 1n) throw new Error(what + " is outside the int64 range");
+  return v.toString();
+}
+
+// counterBody is the JSON of a counter write, with every integer written
+// exactly (JSON.stringify cannot write a BigInt).
+function counterBody(value, min, max) {
+  const b = (v) => (v === null || v === undefined ? "null" : int64(v, "a bound"));
+  return '{"value":' + int64(value, "the value") + ',"min":' + b(min) + ',"max":' + b(max) + "}";
+}
 
 function cell(text, cls) {
   const td = document.createElement("td");
@@ -100,7 +145,11 @@ async function loadCounters() {
     };
     td.append(button("+", "increment", step("increment")), " ", button("−", "decrement", step("decrement")), " ",
       button("Reset", "reset-counter", async () => {
-        await api("PUT", "/v1/counters/" + esc(c.name), { value: Math.max(0, c.min ?? 0), min: c.min, max: c.max });
+        // Back to 0, or to the nearest bound when 0 lies outside them.
+        let v = 0n;
+        if (c.min !== null && BigInt(c.min) > v) v = BigInt(c.min);
+        if (c.max !== null && BigInt(c.max) < v) v = BigInt(c.max);
+        try { await api("PUT", "/v1/counters/" + esc(c.name), counterBody(v, c.min, c.max)); } catch (e) { showError(e); }
         await loadCounters();
       }));
     tr.append(td);
@@ -193,7 +242,7 @@ $("#policy-select").addEventListener("change", (e) => { state.policy = e.target.
 $("#counter-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   try {
-    await api("PUT", "/v1/counters/" + esc($("#counter-name").value), { value: Number($("#counter-value").value) });
+    await api("PUT", "/v1/counters/" + esc($("#counter-name").value), counterBody($("#counter-value").value || "0", null, null));
     $("#counter-name").value = "";
     await loadCounters();
   } catch (err) { showError(err); }
