@@ -26,7 +26,7 @@ func TestOpenAPIMatchesTheAdminAPI(t *testing.T) {
 	if err := doc.Validate(ctx); err != nil {
 		t.Fatalf("openapi.yaml is invalid: %v", err)
 	}
-	h := startGateway(t, proxyConfig("http://127.0.0.1:1", "{ backend: memory }"))
+	h := startGateway(t, scopeConfig(t))
 	doc.Servers = openapi3.Servers{{URL: h.admin}} // the test's own listener
 	router, err := legacy.NewRouter(doc)
 	if err != nil {
@@ -44,27 +44,37 @@ func TestOpenAPIMatchesTheAdminAPI(t *testing.T) {
 		method, path, body string
 		token              bool
 		want               int
+		hdr                []string // more headers, name and value
 	}{
-		{"GET", "/healthz", "", false, 200},
-		{"GET", "/readyz", "", false, 200},
-		{"GET", "/v1/policies", "", true, 200},
-		{"GET", "/v1/policies", "", false, 401},
-		{"GET", "/v1/policies/by-key/keys?limit=10", "", true, 200},
-		{"GET", "/v1/policies/by-key/keys?limit=0", "", true, 400},
-		{"GET", "/v1/policies/nope/keys", "", true, 404},
-		{"GET", "/v1/policies/by-key/keys/alice", "", true, 200},
-		{"DELETE", "/v1/policies/by-key/keys/alice", "", true, 204},
-		{"PUT", "/v1/counters/seats", `{"value":1,"min":0,"max":2}`, true, 200},
-		{"GET", "/v1/counters/seats", "", true, 200},
-		{"GET", "/v1/counters/none", "", true, 404},
-		{"POST", "/v1/counters/seats/increment", `{"by":1}`, true, 200},
-		{"POST", "/v1/counters/seats/increment", "", true, 409},
-		{"POST", "/v1/counters/seats/decrement", `{"by":2}`, true, 200},
-		{"GET", "/v1/counters", "", true, 200},
-		{"GET", "/v1/policies/by-key/history", "", true, 200},
-		{"GET", "/v1/policies/by-key/keys/bob/history", "", true, 200},
-		{"GET", "/v1/counters/seats/history", "", true, 200},
-		{"DELETE", "/v1/counters/seats", "", true, 204},
+		{"GET", "/healthz", "", false, 200, nil},
+		{"GET", "/readyz", "", false, 200, nil},
+		{"GET", "/v1/policies", "", true, 200, nil},
+		{"GET", "/v1/policies", "", false, 401, nil},
+		{"GET", "/v1/policies/by-key/keys?limit=10", "", true, 200, nil},
+		{"GET", "/v1/policies/by-key/keys?limit=0", "", true, 400, nil},
+		{"GET", "/v1/policies/nope/keys", "", true, 404, nil},
+		{"GET", "/v1/policies/by-key/keys/alice", "", true, 200, nil},
+		{"DELETE", "/v1/policies/by-key/keys/alice", "", true, 204, nil},
+		{"PUT", "/v1/counters/seats", `{"value":1,"min":0,"max":2}`, true, 200, nil},
+		{"GET", "/v1/counters/seats", "", true, 200, nil},
+		{"GET", "/v1/counters/none", "", true, 404, nil},
+		{"POST", "/v1/counters/seats/increment", `{"by":1}`, true, 200, nil},
+		{"POST", "/v1/counters/seats/increment", "", true, 409, nil},
+		{"POST", "/v1/counters/seats/decrement", `{"by":2}`, true, 200, nil},
+		{"GET", "/v1/counters", "", true, 200, nil},
+		{"GET", "/v1/policies/by-key/history", "", true, 200, nil},
+		{"GET", "/v1/policies/by-key/keys/bob/history", "", true, 200, nil},
+		{"GET", "/v1/counters/seats/history", "", true, 200, nil},
+		{"DELETE", "/v1/counters/seats", "", true, 204, nil},
+		{"PUT", "/v1/counters/jobs", `{"value":1}`, true, 200, []string{"Idempotency-Key", `"k-1"`}},
+		{"PUT", "/v1/counters/jobs", `{"value":1}`, true, 200, []string{"Idempotency-Key", `"k-1"`}},
+		{"PUT", "/v1/counters/jobs", `{"value":2}`, true, 422, []string{"Idempotency-Key", `"k-1"`}},
+		{"POST", "/v1/counters/jobs/increment", "", true, 200, []string{"Idempotency-Key", "k-2"}},
+		{"POST", "/v1/counters/jobs/decrement", "", true, 422, []string{"Idempotency-Key", "k-2"}},
+		{"POST", "/v1/counters/jobs/increment", "", false, 403, []string{"Authorization", "Bearer tok-read"}},
+		{"GET", "/v1/counters/jobs", "", false, 403, []string{"Authorization", "Bearer tok-keys"}},
+		{"DELETE", "/v1/counters/jobs", "", true, 204, []string{"Idempotency-Key", "k-3"}},
+		{"DELETE", "/v1/counters/jobs", "", true, 204, []string{"Idempotency-Key", "k-3"}},
 	} {
 		var body io.Reader
 		if tc.body != "" {
@@ -79,6 +89,9 @@ func TestOpenAPIMatchesTheAdminAPI(t *testing.T) {
 		}
 		if tc.token {
 			req.Header.Set("Authorization", "Bearer secret")
+		}
+		for i := 0; i+1 < len(tc.hdr); i += 2 {
+			req.Header.Set(tc.hdr[i], tc.hdr[i+1])
 		}
 		route, params, err := router.FindRoute(req)
 		if err != nil {
