@@ -1,12 +1,19 @@
-// Command sluice is the Sluice rate-limiting gateway. See package gateway.
+// Command sluice is the Sluice rate-limiting gateway and its admin client;
+// see package internal/cli for the commands.
 package main
 
 import (
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
 
-	"github.com/sluice-gateway/sluice/gateway"
+	"github.com/sluice-gateway/sluice/internal/cli"
 )
 
 func main() {
-	os.Exit(gateway.Main(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := (&cli.Program{Stdout: os.Stdout, Stderr: os.Stderr}).Run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
 }

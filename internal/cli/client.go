@@ -1,4 +1,4 @@
-package gateway
+package cli
 
 import (
 	"bytes"
@@ -8,49 +8,63 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sluice-gateway/sluice/gateway"
 )
 
-const clientUsage = `usage:
+const clientUsage = `admin client (sluice keys | counters):
   sluice keys top POLICY [-n N]         the busiest keys of a policy
   sluice keys get POLICY KEY            one key's usage
   sluice keys reset POLICY KEY          reset a key
   sluice counters list
   sluice counters get NAME
   sluice counters incr|decr NAME [BY]
-  sluice counters set NAME VALUE [-min N] [-max N]
+  sluice counters set NAME VALUE [-min N] [-max N]   (negative numbers work: set x -5)
   sluice counters delete NAME
-flags: -admin ADDR (default $SLUICE_ADMIN__LISTEN or 127.0.0.1:9090),
-  -token TOKEN (default $SLUICE_ADMIN__TOKEN)
+flags, anywhere: -admin ADDR (default $SLUICE_ADMIN__LISTEN or 127.0.0.1:9090),
+  -token TOKEN (default $SLUICE_ADMIN__TOKEN, else the token file that a
+  gateway with no admin.token wrote); "--" ends the flags
 `
 
-// runClient is the admin client: `sluice keys ...` and `sluice counters ...`.
-func runClient(cmd string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sluice "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, clientUsage) }
-	addr := fs.String("admin", envOr("SLUICE_ADMIN__LISTEN", "127.0.0.1:9090"), "admin listener address")
-	token := fs.String("token", os.Getenv("SLUICE_ADMIN__TOKEN"), "admin token")
+// client is the admin client: `sluice keys ...` and `sluice counters ...`.
+func (p *Program) client(cmd string, args []string) int {
+	stdout, stderr := p.Stdout, p.Stderr
+	fs := p.newFlags("sluice " + cmd)
+	addr := fs.String("admin", p.getenv("SLUICE_ADMIN__LISTEN", "127.0.0.1:9090"), "admin listener address")
+	token := fs.String("token", p.getenv("SLUICE_ADMIN__TOKEN", ""), "admin token")
 	n := fs.Int("n", 20, "how many keys (keys top)")
 	minV := fs.String("min", "", "lower bound (counters set)")
 	maxV := fs.String("max", "", "upper bound (counters set)")
-	// Flags may come before, between or after the arguments.
-	var a []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			return 2
-		}
-		rest = fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		a, rest = append(a, rest[0]), rest[1:]
+	flags, a := splitArgs(fs, args)
+	if code := p.parse(fs, flags, "usage: sluice "+cmd+" ...\n"+clientUsage); code >= 0 {
+		return code
 	}
-	c := &adminClient{base: "http://" + strings.TrimPrefix(*addr, "http://"), token: *token, http: &http.Client{Timeout: 10 * time.Second}}
+	if len(a) > 0 && a[0] == "help" {
+		fmt.Fprint(stdout, "usage: sluice "+cmd+" ...\n"+clientUsage)
+		return 0
+	}
+	host, port, err := net.SplitHostPort(strings.TrimPrefix(*addr, "http://"))
+	if err != nil {
+		fmt.Fprintf(stderr, "sluice %s: -admin %q: %v\n", cmd, *addr, err)
+		return 2
+	}
+	if wildcardHost.MatchString(host) {
+		host = "127.0.0.1"
+	}
+	if *token == "" {
+		// A gateway with no admin.token on loopback wrote a generated one.
+		if b, err := os.ReadFile(gateway.TokenFile(p.TokenDir, *addr)); err == nil {
+			*token = strings.TrimSpace(string(b))
+		}
+	}
+	c := &adminClient{base: "http://" + net.JoinHostPort(host, port), token: *token, http: &http.Client{Timeout: 10 * time.Second}}
 	esc := url.PathEscape
 	var method, path, body string
 	switch {
@@ -121,11 +135,48 @@ func runClient(cmd string, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
+// getenv returns the variable name of the program's environment, or def.
+func (p *Program) getenv(name, def string) string {
+	for _, kv := range p.environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name && v != "" {
+			return v
+		}
 	}
 	return def
+}
+
+var negativeNumber = regexp.MustCompile(`^-[0-9]+$`)
+
+// splitArgs separates flags from positional arguments, which may come in
+// any order. A negative number is an argument (counters set x -5), unless
+// it is the value of a flag that takes one (-min -10); "--" ends the flags.
+func splitArgs(fs *flag.FlagSet, args []string) (flags, positional []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return flags, append(positional, args[i+1:]...)
+		case negativeNumber.MatchString(a) || a == "-" || !strings.HasPrefix(a, "-"):
+			positional = append(positional, a)
+		default:
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if strings.Contains(name, "=") {
+				continue
+			}
+			f := fs.Lookup(name)
+			if f != nil {
+				if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && bf.IsBoolFlag() {
+					continue
+				}
+			}
+			if f != nil && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+		}
+	}
+	return flags, positional
 }
 
 type adminClient struct {
@@ -159,8 +210,15 @@ func (c *adminClient) do(method, path, body string) (int, []byte, error) {
 
 func printKeys(w io.Writer, body []byte) int {
 	var v struct {
-		Policy string      `json:"policy"`
-		Keys   []usageView `json:"keys"`
+		Policy string `json:"policy"`
+		Keys   []struct {
+			Key          string `json:"key"`
+			Count        int64  `json:"count"`
+			Limit        int64  `json:"limit"`
+			Remaining    int64  `json:"remaining"`
+			Rejected     int64  `json:"rejected"`
+			ResetAfterMS int64  `json:"reset_after_ms"`
+		} `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &v); err != nil {
 		fmt.Fprintf(w, "%s", body)
