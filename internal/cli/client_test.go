@@ -270,4 +270,3 @@ func TestHealthcheck(t *testing.T) {
 		t.Fatalf("healthcheck of nothing: exit %d %q, want 1 and a reason", code, errOut)
 	}
 }
-
