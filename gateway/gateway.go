@@ -195,14 +195,43 @@ func buildStore(cfg StoreConfig) (limiter.Store, error) {
 	return memstore.Open(memstore.Options{MaxKeys: cfg.Memory.MaxKeys, Path: cfg.Memory.Path})
 }
 
-// sameFile reports whether two memory stores keep their counters in the
-// same file.
-func sameFile(a, b StoreConfig) bool {
-	return a.Backend == "memory" && b.Backend == "memory" && a.Memory.Path != "" && a.Memory.Path == b.Memory.Path
+// storeFor returns the store that cfg runs on when it replaces prev (nil at
+// start). A reload never drops a store's state: the memory store is kept, with
+// its counters, whatever else changed (changes of store.memory apply on
+// restart, and cfg is made to say so); a Redis store is rebuilt only when
+// store.redis changed, its state being in Redis. A change of store.backend
+// would strand the state of the store in force, so a reload refuses it: the
+// old config stays.
+func (g *Gateway) storeFor(cfg *Config, prev *state) (limiter.Store, error) {
+	if prev == nil {
+		st, err := buildStore(cfg.Store)
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return st, nil
+	}
+	was, now := prev.cfg.Store, cfg.Store
+	switch {
+	case was.Backend != now.Backend:
+		return nil, fmt.Errorf("store.backend: a reload cannot change it from %s to %s (the %s store's counters would be lost or stranded); restart to change it", was.Backend, now.Backend, was.Backend)
+	case now.Backend == "memory":
+		if !reflect.DeepEqual(was.Memory, now.Memory) {
+			g.log.Load().Warn("store.memory changes apply on restart; the running memory store keeps its counters and settings",
+				"max_keys", was.Memory.MaxKeys, "path", was.Memory.Path)
+			cfg.Store.Memory = was.Memory
+		}
+		return prev.store, nil
+	case reflect.DeepEqual(was.Redis, now.Redis):
+		return prev.store, nil
+	}
+	st, err := buildStore(now)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return st, nil
 }
 
-// buildState compiles cfg. It reuses prev's store when the store config did
-// not change.
+// buildState compiles cfg; its store is storeFor's.
 func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 	st := &state{cfg: cfg, policies: map[string]*limiter.Policy{}}
 	ip, err := middleware.NewIPResolver(cfg.TrustedProxies, cfg.IPv6Prefix)
@@ -210,14 +239,8 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 		return nil, err
 	}
 	st.ip = ip
-	if prev != nil && reflect.DeepEqual(prev.cfg.Store, cfg.Store) {
-		st.store = prev.store
-	} else if prev != nil && sameFile(prev.cfg.Store, cfg.Store) {
-		// The file can be held by one store at a time.
-		g.log.Load().Warn("store.memory changes apply on restart while store.memory.path stays the same")
-		st.store = prev.store
-	} else if st.store, err = buildStore(cfg.Store); err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+	if st.store, err = g.storeFor(cfg, prev); err != nil {
+		return nil, err
 	}
 	fail := func(err error) (*state, error) {
 		if prev == nil || st.store != prev.store {
