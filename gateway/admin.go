@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -184,8 +185,12 @@ func (g *Gateway) listPolicies(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"policies": out})
 }
 
+// usageView is one key's usage. Key is for display (JSON replaces bytes that
+// are not UTF-8 with U+FFFD); KeyPath is the key path-escaped, exact for
+// every key, to put in /v1/policies/{policy}/keys/{key}.
 type usageView struct {
 	Key          string `json:"key"`
+	KeyPath      string `json:"key_path"`
 	Count        int64  `json:"count"`
 	Limit        int64  `json:"limit"`
 	Remaining    int64  `json:"remaining"`
@@ -194,7 +199,17 @@ type usageView struct {
 }
 
 func viewUsage(u limiter.Usage) usageView {
-	return usageView{Key: u.Key, Count: u.Count, Limit: u.Limit, Remaining: u.Remaining, Rejected: u.Rejected, ResetAfterMS: u.ResetAfter.Milliseconds()}
+	return usageView{Key: u.Key, KeyPath: escapeKey(u.Key), Count: u.Count, Limit: u.Limit, Remaining: u.Remaining, Rejected: u.Rejected, ResetAfterMS: u.ResetAfter.Milliseconds()}
+}
+
+// escapeKey path-escapes a key losslessly, whatever its bytes; "." and ".."
+// have their dots escaped too, so that no router takes them for dot segments.
+func escapeKey(k string) string {
+	switch k {
+	case ".", "..":
+		return strings.Repeat("%2E", len(k))
+	}
+	return url.PathEscape(k)
 }
 
 // policy finds the path's policy or answers 404.
@@ -253,6 +268,7 @@ func (g *Gateway) getKey(w http.ResponseWriter, r *http.Request) {
 	}
 	v := viewUsage(u)
 	v.Key = r.PathValue("key")
+	v.KeyPath = escapeKey(v.Key)
 	writeJSON(w, http.StatusOK, v)
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -154,6 +155,12 @@ func (r *IPResolver) Key(addr netip.Addr) string {
 
 // KeySource extracts one candidate key from a request; ok is false when
 // the source is absent.
+//
+// A source present more than once (a repeated header, query parameter or
+// cookie) is ambiguous: the upstream may read another copy than the one
+// counted, and a client could then spend a quota that is not its own, or
+// none. Such a source returns ok true with an empty key, and the Limiter
+// answers the request 400.
 type KeySource func(r *http.Request) (key string, ok bool)
 
 // IP is the KeySource of the client IP as resolver finds it.
@@ -164,34 +171,54 @@ func IP(resolver *IPResolver) KeySource {
 	}
 }
 
-// Header is the KeySource of a request header's first value.
+// Header is the KeySource of a request header; a header sent more than
+// once is ambiguous.
 func Header(name string) KeySource {
 	name = http.CanonicalHeaderKey(name)
 	return func(r *http.Request) (string, bool) {
 		v := r.Header[name]
-		if len(v) == 0 || v[0] == "" {
+		switch {
+		case len(v) > 1:
+			return "", true
+		case len(v) == 0 || v[0] == "":
 			return "", false
 		}
 		return v[0], true
 	}
 }
 
-// Query is the KeySource of a query parameter.
+// Query is the KeySource of a query parameter; a parameter given more than
+// once, or a query string that does not parse (a stray ';' or '%', which
+// upstreams read in different ways), is ambiguous.
 func Query(name string) KeySource {
 	return func(r *http.Request) (string, bool) {
-		v := r.URL.Query().Get(name)
-		return v, v != ""
+		if r.URL.RawQuery == "" {
+			return "", false
+		}
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		v := q[name]
+		switch {
+		case err != nil || len(v) > 1:
+			return "", true
+		case len(v) == 0 || v[0] == "":
+			return "", false
+		}
+		return v[0], true
 	}
 }
 
-// Cookie is the KeySource of a cookie's value.
+// Cookie is the KeySource of a cookie's value; a cookie sent more than
+// once is ambiguous.
 func Cookie(name string) KeySource {
 	return func(r *http.Request) (string, bool) {
-		c, err := r.Cookie(name)
-		if err != nil || c.Value == "" {
+		c := r.CookiesNamed(name)
+		switch {
+		case len(c) > 1:
+			return "", true
+		case len(c) == 0 || c[0].Value == "":
 			return "", false
 		}
-		return c.Value, true
+		return c[0].Value, true
 	}
 }
 

@@ -7,4 +7,7 @@ const (
 	DecisionSkipped = "skipped"
 	// DecisionMissingKey: no key source was present and the rule rejects.
 	DecisionMissingKey = "missing_key"
+	// DecisionAmbiguousKey: a key source was present more than once (see
+	// KeySource); the request is answered 400.
+	DecisionAmbiguousKey = "ambiguous_key"
 )

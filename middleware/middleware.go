@@ -315,7 +315,7 @@ func (l *Limiter) CheckClientIP(w http.ResponseWriter, r *http.Request, clientIP
 // CheckDecision is Check that also returns a one-word summary for access
 // logs: DecisionAllowed, DecisionRejected, DecisionShadowRejected (admitted,
 // but a shadow policy would have rejected), DecisionError,
-// DecisionMissingKey or DecisionSkipped.
+// DecisionMissingKey, DecisionAmbiguousKey or DecisionSkipped.
 func (l *Limiter) CheckDecision(w http.ResponseWriter, r *http.Request) (proceed bool, decision string) {
 	return l.decide(w, r, nil)
 }
@@ -337,6 +337,10 @@ func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func()
 		if !ok {
 			WriteJSONError(w, http.StatusBadRequest, "missing rate-limit key for policy "+rule.Policy.Name)
 			return false, DecisionMissingKey
+		}
+		if key == "" {
+			WriteJSONError(w, http.StatusBadRequest, "ambiguous rate-limit key for policy "+rule.Policy.Name+": a header, query parameter or cookie it is read from appears more than once")
+			return false, DecisionAmbiguousKey
 		}
 		reqs = append(reqs, limiter.Request{Policy: rule.Policy, Key: key, Cost: 1})
 	}

@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { policy: "", key: "", timer: null };
+const state = { policy: "", key: "", keyPath: "", timer: null }; // keyPath: the key as the API escapes it
 
 function token() { return sessionStorage.getItem("sluice.token") || ""; }
 
@@ -120,11 +120,11 @@ async function loadKeys() {
       cell(String(u.rejected), "num"), cell((u.reset_after_ms / 1000).toFixed(1) + " s", "num"));
     const td = document.createElement("td");
     td.append(button("Reset", "reset", async () => {
-      await api("DELETE", "/v1/policies/" + esc(state.policy) + "/keys/" + esc(u.key));
+      await api("DELETE", "/v1/policies/" + esc(state.policy) + "/keys/" + u.key_path);
       await refresh();
     }));
     tr.append(td);
-    tr.addEventListener("click", () => { state.key = u.key; loadChart().catch(showError); });
+    tr.addEventListener("click", () => { state.key = u.key; state.keyPath = u.key_path; loadChart().catch(showError); });
     body.append(tr);
   }
 }
@@ -162,7 +162,7 @@ async function loadChart() {
   let path = "/v1/policies/" + esc(state.policy) + "/history?since=" + since;
   let title = "Requests per minute, last hour: policy " + state.policy;
   if (state.key) {
-    path = "/v1/policies/" + esc(state.policy) + "/keys/" + esc(state.key) + "/history?since=" + since;
+    path = "/v1/policies/" + esc(state.policy) + "/keys/" + state.keyPath + "/history?since=" + since;
     title = "Requests per minute, last hour: key " + state.key;
   }
   const { points } = await api("GET", path);

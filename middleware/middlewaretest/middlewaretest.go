@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -146,6 +147,7 @@ func Run(t *testing.T, wrap Wrap) {
 	t.Run("StoreFailure", func(t *testing.T) { testStoreFailure(t, wrap) })
 	t.Run("Skip", func(t *testing.T) { testSkip(t, wrap) })
 	t.Run("KeySources", func(t *testing.T) { testKeySources(t, wrap) })
+	t.Run("AmbiguousKeys", func(t *testing.T) { testAmbiguousKeys(t, wrap) })
 	t.Run("CustomReject", func(t *testing.T) { testCustomReject(t, wrap) })
 	t.Run("ContextReachesStore", func(t *testing.T) { testContext(t, wrap) })
 	t.Run("OneLiners", func(t *testing.T) { testOneLiners(t, wrap) })
@@ -416,6 +418,59 @@ func testKeySources(t *testing.T, wrap Wrap) {
 	resp := get(t, wrap(t, rej, h), "/", nil)
 	if resp.StatusCode != http.StatusBadRequest || h.hits.Load() != 0 {
 		t.Fatalf("missing key with reject: status %d, handler %d; want 400 and 0", resp.StatusCode, h.hits.Load())
+	}
+}
+
+// testAmbiguousKeys: a key source present more than once (a repeated
+// header, query parameter or cookie, or a query string that does not parse)
+// is answered 400, reaches neither the handler nor the store, and does not
+// fall back to the next source or the client IP; one copy is counted.
+func testAmbiguousKeys(t *testing.T, wrap Wrap) {
+	s := newStore(t)
+	byKey := policy(t, "by-key", 5, time.Minute)
+	l := mustNew(t, s, []middleware.Rule{
+		{Policy: byKey, Keys: []middleware.KeySource{middleware.Header("X-API-Key"), middleware.Query("key"), middleware.Cookie("key")}},
+	})
+	h := &handler{}
+	srv := wrap(t, l, h)
+	for _, tc := range []struct {
+		name, path string
+		mod        func(*http.Request)
+	}{
+		{"header twice", "/", func(r *http.Request) { r.Header.Add("X-API-Key", "a"); r.Header.Add("X-API-Key", "b") }},
+		{"header twice, the first empty", "/", func(r *http.Request) { r.Header.Add("X-API-Key", ""); r.Header.Add("X-API-Key", "b") }},
+		{"header twice, the same value", "/", func(r *http.Request) { r.Header.Add("X-API-Key", "a"); r.Header.Add("X-API-Key", "a") }},
+		{"query twice", "/?key=a&key=b", nil},
+		{"query with a semicolon", "/?key=a;key=b", nil},
+		{"query with a bad escape", "/?key=a&x=%zz", nil},
+		{"cookie twice in one header", "/", func(r *http.Request) { r.Header.Set("Cookie", "key=a; key=b") }},
+		{"cookie in two headers", "/", func(r *http.Request) { r.Header.Add("Cookie", "key=a"); r.Header.Add("Cookie", "key=b") }},
+	} {
+		resp := get(t, srv, tc.path, tc.mod)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "ambiguous") {
+			t.Errorf("%s: %d %s, want 400 naming the ambiguous key", tc.name, resp.StatusCode, body)
+		}
+	}
+	if n := h.hits.Load(); n != 0 {
+		t.Fatalf("the handler ran %d times for ambiguous keys, want 0", n)
+	}
+	for _, k := range []string{"a", "b", "192.0.2.10"} {
+		if u, _ := s.Peek(context.Background(), byKey, k); u.Count != 0 {
+			t.Fatalf("key %q counted %d times, want 0", k, u.Count)
+		}
+	}
+	// One copy of each source is fine, and sources still fall back in order.
+	for _, path := range []string{"/?key=a&other=1&other=2", "/?key=a"} {
+		if resp := get(t, srv, path, nil); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d, want 200", path, resp.StatusCode)
+		}
+	}
+	if resp := get(t, srv, "/", func(r *http.Request) { r.Header.Set("Cookie", "key=a; other=1") }); resp.StatusCode != 200 {
+		t.Fatalf("one cookie: %d, want 200", resp.StatusCode)
+	}
+	if u, _ := s.Peek(context.Background(), byKey, "a"); u.Count != 3 {
+		t.Fatalf("key a counted %d times, want 3", u.Count)
 	}
 }
 
