@@ -396,7 +396,7 @@ store: { backend: memory, memory: { path: %q } }
 			}
 		})
 	}
-	for deadline := time.Now().Add(20 * time.Second); acked.Load() < 2000; {
+	for deadline := time.Now().Add(20 * time.Second); acked.Load() < 500; {
 		if time.Now().After(deadline) {
 			t.Fatalf("only %d increments acknowledged in 20s", acked.Load())
 		}
