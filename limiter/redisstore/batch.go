@@ -3,18 +3,26 @@ package redisstore
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// batcher coalesces concurrent limiter calls into pipelines without waiting
+// batcher coalesces concurrent store calls into pipelines without waiting
 // on a timer: a caller that finds a flush slot free sends at once, alone or
 // with whatever is queued; callers that arrive while the slots are busy
 // queue up, and when a flush ends the first of them sends the whole queue.
 // Under light load every call goes out alone and immediately; under heavy
-// load the pipelines deepen by themselves. Each call is one script, atomic
-// on its own; a pipeline does not make calls atomic together (on a cluster
-// it spans hash slots).
+// load the pipelines deepen by themselves. Each call's commands are sent
+// together and in order; a pipeline does not make calls atomic together
+// (on a cluster it spans hash slots).
+//
+// Every call carries its caller's context. A caller whose context ends
+// while its call is queued withdraws it: the call is never sent and
+// charges nothing. A caller whose context ends while its call is on the
+// wire returns at once; the reply is dropped when it comes. A flush is
+// bounded by the store's timeout (by the caller's own context as well when
+// it carries one call only).
 type batcher struct {
 	s          *Store
 	mu         sync.Mutex
@@ -24,18 +32,27 @@ type batcher struct {
 	pool       sync.Pool
 }
 
-// op is one limiter call: it queues its commands and, after the pipeline
+// op is one store call: it queues its commands and, after the pipeline
 // ran, reads its replies.
 type op interface {
 	queue(ctx context.Context, pipe redis.Pipeliner)
 	done(ctx context.Context, s *Store)
 }
 
+// States of a pending call.
+const (
+	queued int32 = iota
+	sent
+	withdrawn
+)
+
 type pending struct {
 	op      op
+	ctx     context.Context
 	record  *recordArgs // index entry to write with the call, or nil
-	wake    chan bool   // true: flush handoff; false: the result is ready
-	handoff []*pending  // the batch this caller must flush when woken with true
+	state   atomic.Int32
+	wake    chan bool  // true: flush handoff; false: the result is ready
+	handoff []*pending // the batch this caller must flush when woken with true
 }
 
 type recordArgs struct {
@@ -50,39 +67,91 @@ func newBatcher(s *Store, maxFlushes int) *batcher {
 	return b
 }
 
-// do runs o (and its index record) in some pipeline.
-func (b *batcher) do(o op, rec *recordArgs) {
+// do runs o (and its index record) in some pipeline and returns nil when
+// its replies are in, or the context's error when ctx ended first.
+func (b *batcher) do(ctx context.Context, o op, rec *recordArgs) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	p := b.pool.Get().(*pending)
-	p.op, p.record = o, rec
+	p.op, p.ctx, p.record = o, ctx, rec
+	p.state.Store(queued)
 	b.mu.Lock()
 	b.queue = append(b.queue, p)
 	if b.flushing < b.maxFlushes {
 		b.flushing++
-		batch := b.queue
-		b.queue = nil
+		batch := b.take()
 		b.mu.Unlock()
 		b.lead(batch)
 	} else {
 		b.mu.Unlock()
 	}
+	for {
+		select {
+		case lead := <-p.wake:
+			if lead {
+				batch := p.handoff
+				p.handoff = nil
+				b.lead(batch)
+				continue
+			}
+			b.recycle(p)
+			return nil
+		case <-ctx.Done():
+			if p.state.CompareAndSwap(queued, withdrawn) {
+				return ctx.Err() // never sent; the leader drops it
+			}
+			// Sent, or about to be: someone must still take a flush
+			// handed to this call, and the reply is dropped.
+			go b.abandon(p)
+			return ctx.Err()
+		}
+	}
+}
+
+// abandon waits in place of a caller that gave up on a sent call.
+func (b *batcher) abandon(p *pending) {
 	for <-p.wake {
 		batch := p.handoff
 		p.handoff = nil
 		b.lead(batch)
 	}
-	p.op, p.record = nil, nil
+	b.recycle(p)
+}
+
+func (b *batcher) recycle(p *pending) {
+	p.op, p.ctx, p.record = nil, nil, nil
 	b.pool.Put(p)
+}
+
+// take empties the queue and returns the calls in it that were not
+// withdrawn, marked sent. It runs under b.mu.
+func (b *batcher) take() []*pending {
+	batch := b.queue
+	b.queue = nil
+	live := batch[:0]
+	for _, p := range batch {
+		if p.state.CompareAndSwap(queued, sent) {
+			live = append(live, p)
+		}
+	}
+	clear(batch[len(live):])
+	return live
 }
 
 // lead flushes batch, then hands its flush slot, with everything queued
 // meanwhile, to the first caller queued, or gives the slot up. Batches are
 // taken from the queue under the lock, so no call is sent twice.
 func (b *batcher) lead(batch []*pending) {
-	b.flush(batch)
+	if len(batch) > 0 {
+		b.flush(batch)
+	}
 	b.mu.Lock()
-	if len(b.queue) > 0 {
-		next := b.queue
-		b.queue = nil
+	var next []*pending
+	for len(b.queue) > 0 && len(next) == 0 {
+		next = b.take()
+	}
+	if len(next) > 0 {
 		b.mu.Unlock()
 		next[0].handoff = next
 		next[0].wake <- true
@@ -97,7 +166,11 @@ func (b *batcher) lead(batch []*pending) {
 
 // flush sends one pipeline.
 func (b *batcher) flush(batch []*pending) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.s.timeout)
+	parent := context.Background()
+	if len(batch) == 1 {
+		parent = batch[0].ctx
+	}
+	ctx, cancel := context.WithTimeout(parent, b.s.timeout)
 	defer cancel()
 	if len(batch) == 1 && batch[0].record == nil {
 		if o, ok := batch[0].op.(*scriptOp); ok {
@@ -140,6 +213,16 @@ func (o *scriptOp) done(ctx context.Context, s *Store) {
 		o.v, o.err = o.c.script.Run(ctx, s.client, o.c.keys, o.c.args...).Result()
 	}
 }
+
+// cmdsOp sends commands that fn queues; fn keeps the commands to read
+// their replies after the call.
+type cmdsOp struct {
+	fn   func(ctx context.Context, pipe redis.Pipeliner)
+	cmds []redis.Cmder
+}
+
+func (o *cmdsOp) queue(ctx context.Context, pipe redis.Pipeliner) { o.fn(ctx, pipe) }
+func (o *cmdsOp) done(context.Context, *Store)                   {}
 
 // stampUnanswered gives every command of a pipeline the pipeline's error
 // when no command carries one. go-redis leaves the commands without a reply

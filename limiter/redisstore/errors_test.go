@@ -144,7 +144,7 @@ func TestErrorRepliesAreErrors(t *testing.T) {
 		if n != len(algorithms) {
 			t.Fatalf("found %d limiter keys %q, want %d", n, keys, len(algorithms))
 		}
-		// redis_rate's script fails in Lua on a string where it wants a number.
+		// A script may also fail in Lua on a string where it wants a number.
 		mustFailEverywhere(t, o, "WRONGTYPE|user_script", true, false)
 	})
 }

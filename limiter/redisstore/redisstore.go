@@ -2,22 +2,26 @@
 // sentinel or cluster, through a go-redis UniversalClient.
 //
 // Every limiter key lives under the configured prefix with a hash tag that
-// holds the policy and the key, so each script touches one hash slot; every
+// holds the policy and the key, so each call touches one hash slot; every
 // limiter key has a TTL. Named counters have none: they persist until
-// deleted. gcra runs through redis_rate, which adds its own "rate:" in front
-// of the keys it writes.
+// deleted.
 //
-// Time: the scripts take the time from the store's clock, which is the local
+// Time: decisions take the time from the store's clock, which is the local
 // monotonic clock plus an offset calibrated against the server's TIME (and
 // recalibrated every 30 seconds), so gateways with skewed clocks agree to
-// within half a round trip. redis_rate reads TIME itself.
+// within half a round trip.
 //
-// sliding_window runs on plain pipelined commands (see window.go); the other
-// algorithms run Lua scripts by SHA. Concurrent calls are coalesced into
-// pipelines (batch.go), keys over their limit are answered locally until
-// their retry-after (blocked.go), and a circuit breaker keeps a dead Redis
-// from costing every request a timeout (breaker.go). Batched mode trades
-// exactness for throughput (batched.go).
+// One shape of operation: every call, whatever the algorithm, goes through
+// the pipelining batcher (batch.go) with its caller's context, so a
+// deadline or a cancellation ends the wait, and a call withdrawn before it
+// was sent charges nothing. sliding_window runs on plain pipelined commands
+// with limiter.Window's arithmetic (window.go): one round trip when
+// admitted, two when rejected. sliding_log, fixed_window and gcra run one
+// Lua script by SHA: one round trip either way. Keys over their limit are
+// answered locally until their retry-after (blocked.go), and circuit
+// breakers, one per cluster master, keep a dead Redis from costing every
+// request a timeout (breaker.go). Batched mode trades exactness for
+// throughput (batched.go).
 //
 // Limiter calls are never retried (a retried call after a read timeout
 // would charge twice) and carry the configured timeout.
@@ -46,7 +50,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
@@ -147,7 +150,6 @@ func NewClient(o Options) (redis.UniversalClient, error) {
 // Store is a limiter.Store on Redis. It is safe for concurrent use.
 type Store struct {
 	client    redis.UniversalClient
-	rate      *redis_rate.Limiter
 	prefix    string
 	timeout   time.Duration
 	clock     func() time.Time
@@ -204,7 +206,6 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 			s.nodes = newNodeBreakers(cc, o.BreakerThreshold, o.BreakerInterval, s.breaker)
 		}
 	}
-	s.rate = redis_rate.NewLimiter(s.client)
 	// Two flushes in flight keep Redis busy while a pipeline is on the
 	// wire; more would only make the pipelines shallower (measured in
 	// benchmarks/decisions: 2 beat 4 and 32 at 64 callers).
@@ -246,9 +247,6 @@ func (s *Store) loadScripts() {
 		}
 	}
 }
-
-// Client returns the store's Redis client.
-func (s *Store) Client() redis.UniversalClient { return s.client }
 
 func (s *Store) serverNow() time.Time { return time.Now().Add(time.Duration(s.offset.Load())) }
 
@@ -451,7 +449,7 @@ func result(v any, limit int64) (limiter.Decision, int64, error) {
 	if !ok || len(a) != 6 {
 		return limiter.Decision{}, 0, fmt.Errorf("unexpected script reply %T", v)
 	}
-	n := make([]int64, 6)
+	var n [6]int64
 	for i, x := range a {
 		if n[i], ok = x.(int64); !ok {
 			return limiter.Decision{}, 0, fmt.Errorf("unexpected script reply element %T", x)
@@ -474,7 +472,9 @@ type call struct {
 	args   []any
 }
 
-func (s *Store) scriptCall(p *limiter.Policy, storeKey string, limit, cost int64, charge bool, nowUS int64, id string) call {
+// scriptCall builds the script call of the sliding_log, fixed_window and
+// gcra algorithms.
+func (s *Store) scriptCall(p *limiter.Policy, key, storeKey string, limit, cost int64, charge bool, nowUS int64, id string) call {
 	name := s.keyName(p, storeKey)
 	keys := []string{name, name + ":rej"}
 	mode := "0"
@@ -486,17 +486,16 @@ func (s *Store) scriptCall(p *limiter.Policy, storeKey string, limit, cost int64
 	switch p.Algorithm {
 	case limiter.SlidingLog:
 		return call{slidingLogScript, keys, []any{nowUS, winUS, limit, cost, mode, p.Window.Milliseconds() + 1000, winMS, id, us(nowUS - winUS)}}
-	case limiter.FixedWindow:
-		return call{fixedWindowScript, keys, []any{nowUS, winUS, limit, cost, mode, winMS, us(nowUS - nowUS%winUS)}}
+	case limiter.GCRA:
+		return call{gcraScript, keys, []any{us(nowUS), gcraInterval(p, limit), p.BurstFor(key), cost, mode, winMS, winUS}}
 	default:
-		b := p.BucketSize().Microseconds()
-		ttl := (int64(p.Buckets)+1)*b/1000 + 1000
-		return call{slidingWindowScript, keys, []any{nowUS, b, p.Buckets, limit, cost, mode, ttl, winMS, us(nowUS / b)}}
+		return call{fixedWindowScript, keys, []any{nowUS, winUS, limit, cost, mode, winMS, us(nowUS - nowUS%winUS)}}
 	}
 }
 
-func (s *Store) run(ctx context.Context, c call) (any, error) {
-	return c.script.Run(ctx, s.client, c.keys, c.args...).Result()
+// gcraInterval is the emission interval of a gcra key, in microseconds.
+func gcraInterval(p *limiter.Policy, limit int64) int64 {
+	return max(1, p.Window.Microseconds()/limit)
 }
 
 // Allow implements limiter.Store.
@@ -534,45 +533,40 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	return d, err
 }
 
-// addRejected counts rejections that the local cache answered.
+// addRejected counts rejections that the local cache answered, best effort
+// (the count is informational), even when the caller has gone.
 func (s *Store) addRejected(ctx context.Context, p *limiter.Policy, storeKey string, n int64) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	name := s.keyName(p, storeKey) + ":rej"
-	pipe := s.client.Pipeline()
-	pipe.IncrBy(ctx, name, n)
-	pipe.PExpire(ctx, name, p.Window)
-	_, _ = pipe.Exec(ctx) // best effort: the count is informational
+	_ = s.batch.do(context.WithoutCancel(ctx), &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
+		pipe.IncrBy(ctx, name, n)
+		pipe.PExpire(ctx, name, p.Window)
+	}}, nil)
 }
 
 func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
 	storeKey := limiter.StoreKey(key)
 	limit := p.LimitFor(key)
 	now := s.clock().UnixNano()
-	if p.Algorithm == limiter.GCRA {
-		ctx, cancel := context.WithTimeout(ctx, s.timeout)
-		defer cancel()
-		return s.allowGCRA(ctx, p, key, storeKey, limit, cost, now)
-	}
 	var rec *recordArgs
 	if s.seen.due(p, storeKey, now) {
 		rec = &recordArgs{index: s.indexName(p, storeKey), member: storeKey, score: float64(now / 1e6), ttl: indexTTL(p).Milliseconds()}
 	}
 	if p.Algorithm == limiter.SlidingWindow {
-		ctx, cancel := context.WithTimeout(ctx, s.timeout)
-		defer cancel()
 		return s.allowWindow(ctx, p, storeKey, limit, cost, now, rec)
 	}
 	nowUS := now / 1000
-	id := s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
-	c := s.scriptCall(p, storeKey, limit, cost, true, nowUS, id)
-	o := &scriptOp{c: c}
-	s.batch.do(o, rec)
-	v, err := o.v, o.err
-	if err != nil {
+	var id string
+	if p.Algorithm == limiter.SlidingLog {
+		id = s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
+	}
+	o := &scriptOp{c: s.scriptCall(p, key, storeKey, limit, cost, true, nowUS, id)}
+	if err := s.batch.do(ctx, o, rec); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, err)
 	}
-	d, _, err := result(v, limit)
+	if o.err != nil {
+		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, o.err)
+	}
+	d, _, err := result(o.v, limit)
 	if err != nil {
 		return d, err
 	}
@@ -588,56 +582,6 @@ func indexTTL(p *limiter.Policy) time.Duration {
 
 func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
-func (s *Store) record(ctx context.Context, pipe redis.Pipeliner, p *limiter.Policy, storeKey string, now int64) {
-	idx := s.indexName(p, storeKey)
-	pipe.ZAdd(ctx, idx, redis.Z{Score: float64(now / 1e6), Member: storeKey})
-	pipe.PExpire(ctx, idx, indexTTL(p))
-}
-
-func (s *Store) gcraLimit(p *limiter.Policy, key string, limit int64) redis_rate.Limit {
-	return redis_rate.Limit{Rate: int(limit), Burst: int(p.BurstFor(key)), Period: p.Window}
-}
-
-func (s *Store) allowGCRA(ctx context.Context, p *limiter.Policy, key, storeKey string, limit, cost, now int64) (limiter.Decision, error) {
-	name := s.keyName(p, storeKey)
-	if s.seen.due(p, storeKey, now) {
-		pipe := s.client.Pipeline()
-		s.record(ctx, pipe, p, storeKey, now)
-		_, _ = pipe.Exec(ctx) // the index is best effort; the decision below is not
-	}
-	res, err := s.rate.AllowN(ctx, name, s.gcraLimit(p, key, limit), int(cost))
-	if err != nil {
-		return limiter.Decision{}, fmt.Errorf("redis gcra: %w", err)
-	}
-	d := gcraDecision(res, p, key, limit)
-	if d.Allowed {
-		d.Charge = limiter.Charge{Cost: cost, At: now}
-		return d, nil
-	}
-	pipe := s.client.Pipeline()
-	pipe.Incr(ctx, name+":rej")
-	pipe.PExpire(ctx, name+":rej", p.Window)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return limiter.Decision{}, fmt.Errorf("redis gcra: counting rejection: %w", err)
-	}
-	if cost > p.BurstFor(key) {
-		d.RetryAfter = p.Window
-	}
-	return d, nil
-}
-
-func gcraDecision(res *redis_rate.Result, p *limiter.Policy, key string, limit int64) limiter.Decision {
-	burst := p.BurstFor(key)
-	interval := p.Window / time.Duration(limit)
-	d := limiter.Decision{Allowed: res.Allowed > 0, Limit: limit, ResetAfter: max(0, res.ResetAfter)}
-	d.Count = int64((d.ResetAfter + interval - 1) / interval)
-	d.Remaining = max(0, burst-d.Count)
-	if !d.Allowed {
-		d.RetryAfter = res.RetryAfter
-	}
-	return d
-}
-
 // Refund implements limiter.Store.
 func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
 	if c.Cost <= 0 {
@@ -650,28 +594,36 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 }
 
 func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	name := s.keyName(p, limiter.StoreKey(key))
-	var err error
+	var sc *scriptOp
 	switch p.Algorithm {
 	case limiter.SlidingLog:
 		members := make([]any, c.Cost)
 		for i := range members {
 			members[i] = c.ID + ":" + strconv.Itoa(i+1)
 		}
-		err = s.client.ZRem(ctx, name, members...).Err()
+		var zrem *redis.IntCmd
+		o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { zrem = pipe.ZRem(ctx, name, members...) }}
+		if err := s.batch.do(ctx, o, nil); err != nil {
+			return fmt.Errorf("redis refund: %w", err)
+		}
+		if err := zrem.Err(); err != nil {
+			return fmt.Errorf("redis refund: %w", err)
+		}
+		return nil
 	case limiter.FixedWindow:
 		atUS, winUS := c.At/1000, p.Window.Microseconds()
-		err = refundWindowScript.Run(ctx, s.client, []string{name}, "c", c.Cost, us(atUS-atUS%winUS)).Err()
+		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{"c", c.Cost, us(atUS - atUS%winUS)}}}
 	case limiter.GCRA:
-		interval := (p.Window / time.Duration(p.LimitFor(key))).Seconds()
-		err = gcraRefundScript.Run(ctx, s.client, []string{"rate:" + name}, interval, c.Cost).Err()
+		sc = &scriptOp{c: call{gcraRefundScript, []string{name}, []any{us(s.clock().UnixMicro()), gcraInterval(p, p.LimitFor(key)), c.Cost}}}
 	default:
-		err = refundWindowScript.Run(ctx, s.client, []string{name}, us(c.At/1000/p.BucketSize().Microseconds()), c.Cost, "").Err()
+		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(c.At / 1000 / p.BucketSize().Microseconds()), c.Cost, ""}}}
 	}
-	if err != nil {
+	if err := s.batch.do(ctx, sc, nil); err != nil {
 		return fmt.Errorf("redis refund: %w", err)
+	}
+	if sc.err != nil {
+		return fmt.Errorf("redis refund: %w", sc.err)
 	}
 	return nil
 }
@@ -681,8 +633,6 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 	storeKey := limiter.StoreKey(key)
 	var u limiter.Usage
 	err := s.guardKey(ctx, p, storeKey, func() (err error) {
-		ctx, cancel := context.WithTimeout(ctx, s.timeout)
-		defer cancel()
 		u, err = s.peek(ctx, p, storeKey, p.LimitFor(key))
 		return err
 	})
@@ -698,25 +648,17 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, limit int64) (limiter.Usage, error) {
 	u := limiter.Usage{Key: storeKey, Limit: limit}
 	now := s.clock().UnixNano()
-	if p.Algorithm == limiter.GCRA {
-		name := s.keyName(p, storeKey)
-		res, err := s.rate.AllowN(ctx, name, s.gcraLimit(p, storeKey, limit), 0)
-		if err != nil {
-			return u, err
-		}
-		d := gcraDecision(res, p, storeKey, limit)
-		rej, err := s.client.Get(ctx, name+":rej").Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return u, err
-		}
-		u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, rej
-		return u, nil
+	if p.Algorithm == limiter.SlidingWindow {
+		return s.peekWindow(ctx, p, storeKey, limit, now)
 	}
-	v, err := s.run(ctx, s.scriptCall(p, storeKey, limit, 1, false, now/1000, ""))
-	if err != nil {
+	o := &scriptOp{c: s.scriptCall(p, storeKey, storeKey, limit, 1, false, now/1000, "")}
+	if err := s.batch.do(ctx, o, nil); err != nil {
 		return u, err
 	}
-	d, rej, err := result(v, limit)
+	if o.err != nil {
+		return u, o.err
+	}
+	d, rej, err := result(o.v, limit)
 	u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, rej
 	return u, err
 }
@@ -730,17 +672,15 @@ func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error 
 }
 
 func (s *Store) reset(ctx context.Context, p *limiter.Policy, key string) error {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
 	name := s.keyName(p, limiter.StoreKey(key))
+	var del *redis.IntCmd
 	// Same hash slot, so one DEL is fine on a cluster too.
-	if err := s.client.Del(ctx, name, name+":rej").Err(); err != nil {
+	o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { del = pipe.Del(ctx, name, name+":rej") }}
+	if err := s.batch.do(ctx, o, nil); err != nil {
 		return fmt.Errorf("redis reset: %w", err)
 	}
-	if p.Algorithm == limiter.GCRA {
-		if err := s.rate.Reset(ctx, name); err != nil {
-			return fmt.Errorf("redis reset: %w", err)
-		}
+	if err := del.Err(); err != nil {
+		return fmt.Errorf("redis reset: %w", err)
 	}
 	return nil
 }

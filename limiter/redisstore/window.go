@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -117,22 +118,16 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	name := s.keyName(p, storeKey)
 	ttl, stale := windowTrim(p, c)
 	o := &windowOp{key: name, field: strconv.FormatInt(c, 10), cost: cost, ttl: ttl, stale: stale}
-	s.batch.do(o, rec)
+	if err := s.batch.do(ctx, o, rec); err != nil {
+		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
+	}
 	if err := o.err(); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
 	}
 	mine, all := o.incr.Val(), o.all.Val()
 	// The others: every bucket but the current one as read, and the
 	// current one as it was just before this request.
-	buckets := make([]limiter.Bucket, 0, len(all))
-	for f, v := range all {
-		ix, err1 := strconv.ParseInt(f, 10, 64)
-		n, err2 := strconv.ParseInt(v, 10, 64)
-		if err1 != nil || err2 != nil || ix == c {
-			continue
-		}
-		buckets = append(buckets, limiter.Bucket{Index: ix, Count: n})
-	}
+	buckets := parseBuckets(all, make([]limiter.Bucket, 0, len(all)+1), c)
 	buckets = append(buckets, limiter.Bucket{Index: c, Count: mine - cost})
 	v := win.View(buckets, nowUS)
 	d := limiter.Decision{Limit: limit}
@@ -146,12 +141,62 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	}
 	d.RetryAfter = win.RetryAfter(buckets, nowUS, limit, cost)
 	win.Fill(&d, v, nowUS, limit)
-	pipe := s.client.Pipeline()
-	pipe.HIncrBy(ctx, name, o.field, -cost)
-	pipe.Incr(ctx, name+":rej")
-	pipe.PExpire(ctx, name+":rej", p.Window)
-	if _, err := pipe.Exec(ctx); err != nil {
+	// The take-back goes even when the caller has gone: the units must not
+	// stay charged.
+	var back *redis.IntCmd
+	tb := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
+		back = pipe.HIncrBy(ctx, name, o.field, -cost)
+		pipe.Incr(ctx, name+":rej")
+		pipe.PExpire(ctx, name+":rej", p.Window)
+	}}
+	err := s.batch.do(context.WithoutCancel(ctx), tb, nil)
+	if err == nil {
+		err = back.Err()
+	}
+	if err != nil {
 		return d, fmt.Errorf("redis sliding_window: taking back a rejected request: %w", err)
 	}
 	return d, nil
+}
+
+// peekWindow reads a sliding_window key without counting.
+func (s *Store) peekWindow(ctx context.Context, p *limiter.Policy, storeKey string, limit, now int64) (limiter.Usage, error) {
+	u := limiter.Usage{Key: storeKey, Limit: limit}
+	name := s.keyName(p, storeKey)
+	var all *redis.MapStringStringCmd
+	var rej *redis.StringCmd
+	o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
+		all = pipe.HGetAll(ctx, name)
+		rej = pipe.Get(ctx, name+":rej")
+	}}
+	if err := s.batch.do(ctx, o, nil); err != nil {
+		return u, err
+	}
+	if err := all.Err(); err != nil {
+		return u, err
+	}
+	n, err := rej.Int64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return u, err
+	}
+	win := limiter.WindowOf(p, time.Microsecond)
+	nowUS := now / 1000
+	var d limiter.Decision
+	win.Fill(&d, win.View(parseBuckets(all.Val(), nil, -1), nowUS), nowUS, limit)
+	u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, n
+	return u, nil
+}
+
+// parseBuckets reads the fields of a sliding_window hash into buf,
+// skipping field skip and anything that is not a bucket.
+func parseBuckets(all map[string]string, buf []limiter.Bucket, skip int64) []limiter.Bucket {
+	for f, v := range all {
+		ix, err1 := strconv.ParseInt(f, 10, 64)
+		n, err2 := strconv.ParseInt(v, 10, 64)
+		if err1 != nil || err2 != nil || ix == skip {
+			continue
+		}
+		buf = append(buf, limiter.Bucket{Index: ix, Count: n})
+	}
+	return buf
 }
