@@ -49,8 +49,9 @@ func Check(ctx context.Context, s Store, reqs []Request, decisions []Decision) (
 		for j := range i {
 			if c := out.Decisions[j].Charge; c.Cost > 0 {
 				// A failed refund leaves the limiter stricter than it should
-				// be for one window; the rejection itself stands.
-				_ = s.Refund(ctx, reqs[j].Policy, reqs[j].Key, c)
+				// be for one window; the rejection itself stands. The refund
+				// goes even when the caller has gone.
+				_ = s.Refund(context.WithoutCancel(ctx), reqs[j].Policy, reqs[j].Key, c)
 				out.Decisions[j].Charge = Charge{}
 			}
 		}

@@ -83,7 +83,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
 // Policy describes one limit. A Policy must not be changed after it is first
-// used; build a new one instead. Call Validate (or Compile) before use.
+// used; build a new one instead. Call Validate before use.
 type Policy struct {
 	Name      string        // [A-Za-z0-9_-]+, unique among policies
 	Algorithm Algorithm     // zero means SlidingWindow

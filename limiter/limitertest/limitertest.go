@@ -64,6 +64,10 @@ type Harness struct {
 	// RecordsFollowAdvance is true where Advance also ages idempotency
 	// records (a real Redis server's TTLs it cannot move).
 	RecordsFollowAdvance bool
+	// Stall makes the store's server hang (it holds every byte) until the
+	// returned function is called. Nil skips the tests of calls pending on
+	// a hung server.
+	Stall func() (resume func())
 }
 
 // Start is a time at which the test clocks start: aligned to a whole hour so
@@ -127,6 +131,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness) {
 			t.Run("OddKeys", func(t *testing.T) { testOddKeys(t, newHarness(t), alg) })
 			t.Run("Refund", func(t *testing.T) { testRefund(t, newHarness(t), alg) })
 			t.Run("Expiry", func(t *testing.T) { testExpiry(t, newHarness(t), alg) })
+			t.Run("Cancel", func(t *testing.T) { testCancel(t, newHarness(t), alg) })
 		})
 	}
 	t.Run("WindowBoundaries", func(t *testing.T) { testWindowBoundaries(t, newHarness(t)) })
@@ -354,6 +359,48 @@ func testExpiry(t *testing.T, h *Harness, alg limiter.Algorithm) {
 	}
 	if got := admitted(t, h.Store, p, "k0", 4); got != 3 {
 		t.Fatalf("admitted %d after expiry, want 3", got)
+	}
+}
+
+// testCancel: a call whose context has ended returns the context's error
+// and charges nothing; a call pending on a hung server returns promptly
+// when its deadline passes, long before the store's own timeout.
+func testCancel(t *testing.T, h *Harness, alg limiter.Algorithm) {
+	p := Policy(t, "cancel", alg, 3, time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := range 5 {
+		d, err := h.Store.Allow(ctx, p, "k", 1)
+		if !errors.Is(err, context.Canceled) || d.Allowed {
+			t.Fatalf("call %d with a cancelled context: %+v, %v; want context.Canceled", i+1, d, err)
+		}
+	}
+	if u := MustPeek(t, h.Store, p, "k"); u.Count != 0 || u.Rejected != 0 {
+		t.Fatalf("after cancelled calls: count %d, rejected %d; want 0, 0", u.Count, u.Rejected)
+	}
+	if got := admitted(t, h.Store, p, "k", 4); got != 3 {
+		t.Fatalf("admitted %d after cancelled calls, want 3", got)
+	}
+	if _, err := h.Store.Peek(ctx, p, "k"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Peek with a cancelled context: %v, want context.Canceled", err)
+	}
+	if h.Stall == nil {
+		return
+	}
+	const deadline = 50 * time.Millisecond
+	resume := h.Stall()
+	ctx, cancel = context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	_, err := h.Store.Allow(ctx, p, "pending", 1)
+	took := time.Since(start)
+	resume()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a call pending on a hung server: %v, want context.DeadlineExceeded", err)
+	}
+	// Generous for a loaded machine, and far below the stores' timeouts.
+	if took > deadline+time.Second {
+		t.Fatalf("a call pending on a hung server returned after %v with a %v deadline", took, deadline)
 	}
 }
 

@@ -214,6 +214,9 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	if cost < 1 {
 		return limiter.Decision{}, limiter.ErrInvalidCost
 	}
+	if err := ctx.Err(); err != nil {
+		return limiter.Decision{}, err // a caller that has gone is charged nothing
+	}
 	limit := p.LimitFor(key)
 	k := keyOf(p, key)
 	sh := s.shardFor(k.key)
@@ -269,6 +272,9 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 
 // Peek implements limiter.Store.
 func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limiter.Usage, error) {
+	if err := ctx.Err(); err != nil {
+		return limiter.Usage{}, err
+	}
 	k := keyOf(p, key)
 	sh := s.shardFor(k.key)
 	sh.mu.Lock()

@@ -222,7 +222,7 @@ type cmdsOp struct {
 }
 
 func (o *cmdsOp) queue(ctx context.Context, pipe redis.Pipeliner) { o.fn(ctx, pipe) }
-func (o *cmdsOp) done(context.Context, *Store)                   {}
+func (o *cmdsOp) done(context.Context, *Store)                    {}
 
 // stampUnanswered gives every command of a pipeline the pipeline's error
 // when no command carries one. go-redis leaves the commands without a reply
