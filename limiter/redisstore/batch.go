@@ -217,8 +217,7 @@ func (o *scriptOp) done(ctx context.Context, s *Store) {
 // cmdsOp sends commands that fn queues; fn keeps the commands to read
 // their replies after the call.
 type cmdsOp struct {
-	fn   func(ctx context.Context, pipe redis.Pipeliner)
-	cmds []redis.Cmder
+	fn func(ctx context.Context, pipe redis.Pipeliner)
 }
 
 func (o *cmdsOp) queue(ctx context.Context, pipe redis.Pipeliner) { o.fn(ctx, pipe) }
