@@ -416,3 +416,24 @@ store: { backend: memory, memory: { path: %q } }
 	}
 	t.Logf("kill -9 after %d acknowledged increments: value %d, %d in doubt, %d of them counted", acked.Load(), v, doubt.Load(), v-acked.Load())
 }
+
+// TestDurableCountersReload: a reload that changes other store.memory
+// fields keeps the store that holds the file, and its counters.
+func TestDurableCountersReload(t *testing.T) {
+	t.Parallel()
+	cfg := proxyConfig("http://127.0.0.1:1", fmt.Sprintf("{ backend: memory, memory: { path: %q } }", filepath.Join(t.TempDir(), "sluice.db")))
+	h := startGateway(t, cfg)
+	resp, body := h.adminDo("POST", "/v1/counters/jobs/increment", "")
+	wantStatus(t, resp, body, 200)
+	if err := os.WriteFile(h.path, []byte(strings.Replace(cfg, "memory: {", "memory: { max_keys: 5000,", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.g.Reload(); err != nil {
+		t.Fatalf("reload with a new max_keys: %v", err)
+	}
+	resp, body = h.adminDo("POST", "/v1/counters/jobs/increment", "")
+	wantStatus(t, resp, body, 200)
+	if v := decode[map[string]any](t, body)["value"]; v != float64(2) {
+		t.Fatalf("after the reload: %v, want 2", v)
+	}
+}

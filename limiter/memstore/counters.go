@@ -12,7 +12,7 @@ import (
 // maxIdempotencyRecords bounds the idempotency records an in-memory store
 // keeps; past it the oldest go first, before their IdempotencyTTL. A
 // durable store (Options.Path) keeps every record on disk for the whole TTL.
-const maxIdempotencyRecords = 1 << 20
+const maxIdempotencyRecords = 1 << 17
 
 // Counters implements limiter.Store. The counters also implement
 // limiter.CounterWriter.
