@@ -27,9 +27,10 @@ func PerIP(limit int, window time.Duration, opts ...Option) *Limiter {
 	return must("PerIP", limit, window, nil, "per-ip", opts)
 }
 
-// PerHeader is PerIP keyed by the first value of the named request header
-// (an API key, a tenant): requests without it are keyed by their client
-// IP. The policy is named "per-" and the header name in lower case.
+// PerHeader is PerIP keyed by the named request header (an API key, a
+// tenant): requests without it are keyed by their client IP, and requests
+// that send it more than once are answered 400. The policy is named "per-"
+// and the header name in lower case.
 func PerHeader(name string, limit int, window time.Duration, opts ...Option) *Limiter {
 	if name == "" {
 		panic("middleware: PerHeader: empty header name")
