@@ -437,3 +437,30 @@ func TestDurableCountersReload(t *testing.T) {
 		t.Fatalf("after the reload: %v, want 2", v)
 	}
 }
+
+// TestTokensFollowReload: a token removed from the config stops working at
+// the reload; the others keep theirs.
+func TestTokensFollowReload(t *testing.T) {
+	t.Parallel()
+	cfg := scopeConfig(t)
+	h := startGateway(t, cfg)
+	status := func(token string) int {
+		resp, _ := h.do("GET", h.admin+"/v1/counters", "", "Authorization", "Bearer "+token)
+		return resp.StatusCode
+	}
+	if status("tok-read") != 200 || status("tok-keys") != 403 {
+		t.Fatal("before the reload: tok-read should read and tok-keys not")
+	}
+	if err := os.WriteFile(h.path, []byte(strings.Replace(cfg, "    - { name: reader, token: tok-read, scopes: [read] }\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := status("tok-read"); got != 401 {
+		t.Fatalf("a removed token after the reload: %d, want 401", got)
+	}
+	if status("tok-jobs") != 200 || status("secret") != 200 {
+		t.Fatal("the remaining tokens stopped working")
+	}
+}

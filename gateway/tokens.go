@@ -146,19 +146,21 @@ func glob(pattern, s string) bool {
 type tokenSet []principal
 
 // setTokens builds the tokens in force from cfg and the admin token (the
-// configured or generated one, named "admin", with every scope).
+// configured or generated one, named "admin", with every scope). The scoped
+// tokens' values are dropped from cfg once hashed.
 func (g *Gateway) setTokens(cfg *Config) {
 	var ts tokenSet
 	if t := g.token.Load(); t != nil && *t != "" {
 		ts = append(ts, principal{name: "admin", hash: sha256.Sum256([]byte(*t)), scopes: []string{ScopeAdmin}})
 	}
-	for _, tc := range cfg.Admin.Tokens {
+	for i, tc := range cfg.Admin.Tokens {
 		s, err := tc.secret()
 		if err != nil || s == "" {
 			g.log.Load().Error("admin token unusable; it is refused", "name", tc.Name, "err", err)
 			continue
 		}
 		ts = append(ts, principal{name: tc.Name, hash: sha256.Sum256([]byte(s)), scopes: tc.Scopes, counters: tc.Counters})
+		cfg.Admin.Tokens[i].Token = "" // only the hash is kept
 	}
 	g.tokens.Store(&ts)
 }
