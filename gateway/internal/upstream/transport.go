@@ -1,0 +1,596 @@
+// Package upstream is the gateway's HTTP/1.1 client for proxied routes: a
+// synchronous http.RoundTripper that writes the request and reads the
+// response head on the caller's goroutine, over a bounded pool of idle
+// connections per upstream, with no goroutine per connection or per request.
+//
+// net/http's Transport runs a read loop and a write loop per connection and
+// hands every exchange between them and the caller; under proxy load those
+// hand-offs cost about a third of the gateway's CPU. This package keeps
+// net/http's wire format (Request.Write, ReadResponse) and its connection
+// hygiene, and drops the hand-offs.
+//
+// What it does not do itself, it hands to a Fallback RoundTripper (the stock
+// http.Transport): TLS upstreams (https), protocol upgrades (WebSocket and
+// any request with an Upgrade header) and requests that carry
+// "Expect: 100-continue".
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Transport's fields.
+const (
+	DefaultDialTimeout            = 5 * time.Second
+	DefaultIdleTimeout            = 60 * time.Second
+	DefaultMaxIdlePerHost         = 512
+	DefaultMaxResponseHeaderBytes = 1 << 20
+	defaultBufferSize             = 16 << 10
+
+	// stallPoll is how long a blocked write of the request body waits
+	// before looking for an early answer from the upstream.
+	stallPoll = 100 * time.Millisecond
+	// answerWait is how long a failed write waits for an answer the
+	// upstream may have sent before it stopped reading.
+	answerWait = 50 * time.Millisecond
+	// max1xx bounds the informational responses before the final one.
+	max1xx = 16
+)
+
+// Transport is a synchronous HTTP/1.1 RoundTripper for plain-HTTP upstreams.
+//
+// A round trip takes an idle connection to the request's host (checking
+// that the upstream has not closed it) or dials a new one, writes the
+// request with Request.Write, and reads the response head with
+// ReadResponse, skipping (and reporting through httptrace's Got1xxResponse)
+// informational answers. The connection goes back to the pool when the
+// response body has been read to its end, the request was written whole,
+// neither side asked to close, and nothing unread follows the response.
+// A request that fails on a reused connection before any byte of the answer
+// arrived is retried once on a new connection when it is idempotent and has
+// no body. Cancelling the request's context closes its connection (through
+// context.AfterFunc: no goroutine waits on it).
+//
+// The zero value works, with the defaults of the fields' comments and the
+// stock http.DefaultTransport as Fallback. A Transport is safe for
+// concurrent use.
+type Transport struct {
+	// DialTimeout bounds connecting to the upstream; zero means 5s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for the response head after the
+	// request has been written; zero means no bound.
+	ResponseHeaderTimeout time.Duration
+	// IdleTimeout is how long an idle connection is kept; zero means 60s.
+	IdleTimeout time.Duration
+	// MaxIdlePerHost caps the idle connections kept per upstream; zero
+	// means 512, negative keeps none.
+	MaxIdlePerHost int
+	// MaxResponseHeaderBytes bounds a response head (each 1xx head too);
+	// zero means 1 MiB.
+	MaxResponseHeaderBytes int64
+	// Fallback carries the requests this Transport does not handle: https,
+	// upgrades and Expect: 100-continue. Nil means http.DefaultTransport.
+	Fallback http.RoundTripper
+	// Dial opens connections; nil means a net.Dialer with DialTimeout and
+	// 30s TCP keep-alives.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	now   func() time.Time // nil means time.Now; tests move it
+	pools sync.Map         // host:port -> *pool
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if reason := handOff(req); reason != "" {
+		fb := t.Fallback
+		if fb == nil {
+			fb = http.DefaultTransport
+		}
+		return fb.RoundTrip(req)
+	}
+	if req.URL.Host == "" {
+		closeBody(req)
+		return nil, errors.New("upstream: request URL has no host")
+	}
+	addr := canonicalAddr(req.URL)
+	p := t.pool(addr)
+	ctx := req.Context()
+	retryable := req.Body == nil || req.Body == http.NoBody
+	retryable = retryable && isIdempotent(req)
+	for attempt := 0; ; attempt++ {
+		var c *conn
+		if attempt == 0 {
+			c = p.get(t.clock()) // a retry wants a new connection
+		}
+		reused := c != nil
+		if c == nil {
+			nc, err := t.dial(ctx, addr)
+			if err != nil {
+				closeBody(req)
+				if ctx.Err() != nil {
+					return nil, fmt.Errorf("dialing %s: %w", addr, ctx.Err())
+				}
+				return nil, fmt.Errorf("dialing %s: %w", addr, err)
+			}
+			c = newConn(nc, p)
+		}
+		resp, err := t.exchange(ctx, c, req)
+		if err == nil {
+			return resp, nil
+		}
+		if attempt == 0 && reused && retryable && c.nread == 0 && ctx.Err() == nil && !isTimeout(err) {
+			continue
+		}
+		return nil, err
+	}
+}
+
+// handOff names why req goes to the Fallback, or returns "".
+func handOff(req *http.Request) string {
+	switch {
+	case req.URL.Scheme != "http":
+		return "scheme " + req.URL.Scheme
+	case req.Header.Get("Upgrade") != "":
+		return "upgrade"
+	case hasToken(req.Header["Expect"], "100-continue"):
+		return "expect-continue"
+	}
+	return ""
+}
+
+// exchange writes req on c and reads the response head. On error c is
+// closed; on success the returned body owns c.
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, c.close)
+	fail := func(step string, err error) (*http.Response, error) {
+		stop()
+		c.close()
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	c.watchStall = hasBody
+	werr := req.Write(c.bw)
+	if werr == nil {
+		werr = c.bw.Flush()
+	}
+	if hasBody {
+		c.watchStall = false
+		_ = c.nc.SetWriteDeadline(time.Time{})
+	}
+	if werr != nil {
+		// The upstream may have answered and stopped reading (a 413 to a
+		// large upload): prefer its answer to the write error. Such a
+		// connection is never reused.
+		c.reusable = false
+		if !c.answered(answerWait) {
+			return fail("writing request", werr)
+		}
+	}
+	if d := t.ResponseHeaderTimeout; d > 0 {
+		_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	}
+	trace := httptrace.ContextClientTrace(ctx)
+	var resp *http.Response
+	for n1xx := 0; ; n1xx++ {
+		c.limit = t.maxHeaderBytes()
+		r, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			if c.limit <= 0 {
+				err = fmt.Errorf("response head exceeded %d bytes", t.maxHeaderBytes())
+			}
+			return fail("reading response", err)
+		}
+		if r.StatusCode >= 200 {
+			resp = r
+			break
+		}
+		if r.StatusCode == http.StatusSwitchingProtocols || n1xx >= max1xx {
+			return fail("reading response", fmt.Errorf("unexpected %s", r.Status))
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(r.StatusCode, textproto.MIMEHeader(r.Header)); err != nil {
+				return fail("forwarding 1xx", err)
+			}
+		}
+	}
+	c.limit = -1
+	if t.ResponseHeaderTimeout > 0 {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	if resp.Close || req.Close {
+		c.reusable = false
+	}
+	b := &body{rc: resp.Body, c: c, stop: stop, t: t, ctx: ctx}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		return resp, nil
+	}
+	resp.Body = b
+	return resp, nil
+}
+
+// body is a response body that gives its connection back to the pool when
+// read to the end, and closes it otherwise.
+type body struct {
+	rc   io.ReadCloser
+	c    *conn
+	stop func() bool
+	t    *Transport
+	ctx  context.Context
+	done bool
+	err  error
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	if b.done {
+		if b.err != nil {
+			return 0, b.err
+		}
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		b.finish(true)
+	case err != nil:
+		if cerr := b.ctx.Err(); cerr != nil {
+			err = fmt.Errorf("reading response body: %w", cerr)
+		}
+		b.err = err
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *body) Close() error {
+	if !b.done {
+		b.err = errors.New("upstream: read on closed response body")
+		b.finish(false)
+	}
+	return nil
+}
+
+// finish releases the connection: to the pool when ok and reusable.
+func (b *body) finish(ok bool) {
+	b.done = true
+	c := b.c
+	if !b.stop() { // the context is done: abort has closed or is closing c
+		ok = false
+	}
+	if ok && c.reusable && c.br.Buffered() == 0 {
+		c.pool.put(c, b.t.clock())
+		return
+	}
+	c.close()
+}
+
+func (t *Transport) pool(addr string) *pool {
+	if p, ok := t.pools.Load(addr); ok {
+		return p.(*pool)
+	}
+	p, _ := t.pools.LoadOrStore(addr, &pool{t: t})
+	return p.(*pool)
+}
+
+func (t *Transport) clock() time.Time {
+	if t.now != nil {
+		return t.now()
+	}
+	return time.Now()
+}
+
+func (t *Transport) idleTimeout() time.Duration {
+	if t.IdleTimeout > 0 {
+		return t.IdleTimeout
+	}
+	return DefaultIdleTimeout
+}
+
+func (t *Transport) maxIdle() int {
+	switch {
+	case t.MaxIdlePerHost > 0:
+		return t.MaxIdlePerHost
+	case t.MaxIdlePerHost < 0:
+		return 0
+	}
+	return DefaultMaxIdlePerHost
+}
+
+func (t *Transport) maxHeaderBytes() int64 {
+	if t.MaxResponseHeaderBytes > 0 {
+		return t.MaxResponseHeaderBytes
+	}
+	return DefaultMaxResponseHeaderBytes
+}
+
+func (t *Transport) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if t.Dial != nil {
+		return t.Dial(ctx, "tcp", addr)
+	}
+	d := net.Dialer{Timeout: t.DialTimeout, KeepAlive: 30 * time.Second}
+	if d.Timeout <= 0 {
+		d.Timeout = DefaultDialTimeout
+	}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// CloseIdleConnections closes every idle connection. Connections in use
+// are closed when their exchange ends, as usual.
+func (t *Transport) CloseIdleConnections() {
+	t.pools.Range(func(_, p any) bool {
+		p.(*pool).closeIdle()
+		return true
+	})
+}
+
+// IdleConns returns the number of idle connections to addr (host:port).
+func (t *Transport) IdleConns(addr string) int {
+	p, ok := t.pools.Load(addr)
+	if !ok {
+		return 0
+	}
+	pp := p.(*pool)
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return len(pp.idle)
+}
+
+// pool holds the idle connections to one upstream, most recently used last.
+type pool struct {
+	t     *Transport
+	mu    sync.Mutex
+	idle  []*conn
+	timer *time.Timer // reaps expired connections while any are idle
+}
+
+// get returns a live idle connection or nil. Connections past the idle
+// timeout, and those the upstream has closed, are closed on the way.
+func (p *pool) get(now time.Time) *conn {
+	maxAge := p.t.idleTimeout()
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if now.Sub(c.idleSince) >= maxAge {
+			// Everything below c is older still.
+			stale := append([]*conn(nil), p.idle...)
+			clear(p.idle)
+			p.idle = p.idle[:0]
+			p.mu.Unlock()
+			c.close()
+			for _, s := range stale {
+				s.close()
+			}
+			return nil
+		}
+		p.mu.Unlock()
+		if c.alive() {
+			c.nread = 0
+			return c
+		}
+		c.close()
+	}
+}
+
+// put returns c to the pool, or closes it when the pool is full.
+func (p *pool) put(c *conn, now time.Time) {
+	c.idleSince = now
+	p.mu.Lock()
+	if len(p.idle) >= p.t.maxIdle() {
+		p.mu.Unlock()
+		c.close()
+		return
+	}
+	p.idle = append(p.idle, c)
+	if p.timer == nil {
+		p.timer = time.AfterFunc(p.t.idleTimeout(), p.reap)
+	}
+	p.mu.Unlock()
+}
+
+// reap closes the connections idle for longer than the idle timeout and
+// re-arms itself while any connection is idle.
+func (p *pool) reap() {
+	maxAge := p.t.idleTimeout()
+	now := p.t.clock()
+	p.mu.Lock()
+	i := 0
+	for i < len(p.idle) && now.Sub(p.idle[i].idleSince) >= maxAge {
+		i++
+	}
+	stale := append([]*conn(nil), p.idle[:i]...)
+	n := copy(p.idle, p.idle[i:])
+	clear(p.idle[n:])
+	p.idle = p.idle[:n]
+	if len(p.idle) > 0 {
+		p.timer.Reset(maxAge - now.Sub(p.idle[0].idleSince))
+	} else {
+		p.timer = nil
+	}
+	p.mu.Unlock()
+	for _, c := range stale {
+		c.close()
+	}
+}
+
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	if p.timer != nil {
+		p.timer.Stop()
+		p.timer = nil
+	}
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.close()
+	}
+}
+
+// conn is one upstream connection with its buffers.
+type conn struct {
+	nc       net.Conn
+	raw      syscall.RawConn // for the liveness check; nil if unavailable
+	pool     *pool
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	peek     [1]byte
+	closed   atomic.Bool
+	reusable bool
+
+	idleSince  time.Time
+	nread      int64 // bytes read in the current exchange
+	limit      int64 // bytes left for the response head; negative: no limit
+	watchStall bool  // writes look for an early answer when they block
+}
+
+func newConn(nc net.Conn, p *pool) *conn {
+	c := &conn{nc: nc, pool: p, reusable: true, limit: -1}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
+	c.br = bufio.NewReaderSize(connReader{c}, defaultBufferSize)
+	c.bw = bufio.NewWriterSize(connWriter{c}, defaultBufferSize)
+	return c
+}
+
+// close closes the connection. As the context.AfterFunc of an exchange it
+// makes a blocked read or write return at once.
+func (c *conn) close() {
+	c.closed.Store(true)
+	_ = c.nc.Close()
+}
+
+// alive reports whether an idle connection is still open with nothing
+// unread on it.
+func (c *conn) alive() bool {
+	if c.closed.Load() || c.br.Buffered() > 0 {
+		return false
+	}
+	if c.raw == nil {
+		return true
+	}
+	return peekAlive(c.raw, c.peek[:])
+}
+
+// answered reports whether the upstream has sent something to read,
+// waiting at most d for it.
+func (c *conn) answered(d time.Duration) bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	_, err := c.br.Peek(1)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	return err == nil
+}
+
+type connReader struct{ c *conn }
+
+func (r connReader) Read(p []byte) (int, error) {
+	c := r.c
+	if c.limit >= 0 {
+		if c.limit == 0 {
+			return 0, errors.New("response head too large")
+		}
+		if int64(len(p)) > c.limit {
+			p = p[:c.limit]
+		}
+	}
+	n, err := c.nc.Read(p)
+	c.nread += int64(n)
+	if c.limit >= 0 {
+		c.limit -= int64(n)
+	}
+	return n, err
+}
+
+type connWriter struct{ c *conn }
+
+// Write writes p whole. While a request body is being written, a write that
+// blocks for stallPoll looks for an answer from the upstream: one that
+// answered early (and may never read the rest) ends the write with
+// errAnswered; otherwise the write goes on.
+func (w connWriter) Write(p []byte) (int, error) {
+	c := w.c
+	if !c.watchStall {
+		return c.nc.Write(p)
+	}
+	written := 0
+	for {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(stallPoll))
+		n, err := c.nc.Write(p[written:])
+		written += n
+		if err == nil || !isTimeout(err) {
+			return written, err
+		}
+		if c.answered(time.Millisecond) {
+			return written, errAnswered
+		}
+	}
+}
+
+var errAnswered = errors.New("upstream answered before reading the whole request")
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func isIdempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, a := req.Header["Idempotency-Key"]
+	_, b := req.Header["X-Idempotency-Key"]
+	return a || b
+}
+
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func canonicalAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
