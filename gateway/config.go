@@ -41,6 +41,11 @@ type Config struct {
 	Decision        DecisionConfig          `koanf:"decision"` // HTTP decision endpoint (nginx, Traefik, Caddy)
 	RLS             RLSConfig               `koanf:"rls"`      // Envoy's rate limit service over gRPC
 	Server          ServerConfig            `koanf:"server"`   // limits on the proxy listener's clients
+
+	// UpstreamTransport is the client of proxied routes that name none:
+	// fast (default; the synchronous one of gateway/internal/upstream) or
+	// standard (net/http's Transport).
+	UpstreamTransport string `koanf:"upstream_transport"`
 }
 
 // AlertConfig posts a JSON event to a webhook when a policy's key or a
@@ -153,6 +158,8 @@ type UpstreamConfig struct {
 	URL         string        `koanf:"url"`
 	StripPrefix bool          `koanf:"strip_prefix"`
 	Timeout     time.Duration `koanf:"timeout"` // until response headers; default 30s
+	// Transport is fast or standard; empty means upstream_transport.
+	Transport string `koanf:"transport"`
 }
 
 // RespondConfig is a static answer.
@@ -499,6 +506,9 @@ func (c *Config) applyDefaults() {
 	if c.Listen == "" {
 		c.Listen = ":8080"
 	}
+	if c.UpstreamTransport == "" {
+		c.UpstreamTransport = TransportFast
+	}
 	if c.IPv6Prefix == 0 {
 		c.IPv6Prefix = 64
 	}
@@ -556,6 +566,9 @@ func (c *Config) applyDefaults() {
 		if r.Upstream != nil && r.Upstream.Timeout == 0 {
 			r.Upstream.Timeout = 30 * time.Second
 		}
+		if r.Upstream != nil && r.Upstream.Transport == "" {
+			r.Upstream.Transport = c.UpstreamTransport
+		}
 		if r.Respond != nil {
 			if r.Respond.Status == 0 {
 				r.Respond.Status = 200
@@ -580,6 +593,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	checkAddr("listen", c.Listen)
+	if t := c.UpstreamTransport; t != TransportFast && t != TransportStandard {
+		bad("upstream_transport", "must be fast or standard, got %q", t)
+	}
 	checkAddr("admin.listen", c.Admin.Listen)
 	if c.Admin.Token == "" && len(c.Admin.Tokens) == 0 && !loopbackAddr(c.Admin.Listen) {
 		bad("admin.token", "required when admin.listen (%q) is not a loopback address: set admin.token (or SLUICE_ADMIN__TOKEN) or admin.tokens, or listen on 127.0.0.1", c.Admin.Listen)
@@ -708,6 +724,9 @@ func (c *Config) Validate() error {
 			}
 			if r.Upstream.Timeout < 0 {
 				bad(path+".upstream.timeout", "must be >= 0")
+			}
+			if t := r.Upstream.Transport; t != TransportFast && t != TransportStandard {
+				bad(path+".upstream.transport", "must be fast or standard, got %q", t)
 			}
 		case r.Respond != nil:
 			if r.Respond.Status < 100 || r.Respond.Status > 599 {

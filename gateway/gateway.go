@@ -26,6 +26,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/knadh/koanf/providers/file"
+	"github.com/sluice-gateway/sluice/gateway/internal/upstream"
 
 	"github.com/sluice-gateway/sluice/internal/version"
 	"github.com/sluice-gateway/sluice/limiter"
@@ -70,6 +71,7 @@ type Gateway struct {
 
 	transportsMu sync.Mutex
 	transports   map[time.Duration]*http.Transport
+	fast         map[time.Duration]*upstream.Transport // by timeout; made on first use
 	state        atomic.Pointer[state]
 	token        atomic.Pointer[string]
 	tokens       atomic.Pointer[tokenSet]
@@ -470,11 +472,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		_ = g.FlushHistory(fctx)
 		cancel()
 		g.alerts.close()
-		g.transportsMu.Lock()
-		for _, t := range g.transports {
-			t.CloseIdleConnections()
-		}
-		g.transportsMu.Unlock()
+		g.closeIdleUpstreams()
 		errs = append(errs, g.state.Load().store.Close())
 		g.reloadMu.Lock()
 		if g.tokenFile != "" {

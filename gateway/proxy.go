@@ -119,12 +119,15 @@ func (g *Gateway) transportFor(timeout time.Duration) *http.Transport {
 	return t
 }
 
+// dialTimeout bounds connecting to an upstream.
+const dialTimeout = 5 * time.Second
+
 // newTransport returns a Transport tuned for a proxy: many idle connections
 // per host, no transparent compression, no environment proxy.
 func newTransport() *http.Transport {
 	return &http.Transport{
 		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          2048,
 		MaxIdleConnsPerHost:   512,
@@ -161,7 +164,7 @@ func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middlewa
 			}
 			pr.SetXForwarded()
 		},
-		Transport:  g.transportFor(up.Timeout),
+		Transport:  g.roundTripperFor(up),
 		ErrorLog:   slog.NewLogLogger(g.log.Load().Handler(), slog.LevelDebug),
 		BufferPool: g.buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

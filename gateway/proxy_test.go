@@ -59,9 +59,12 @@ routes:
 }
 
 func TestProxyContract(t *testing.T) {
-	t.Parallel()
+	forEachTransport(t, testProxyContract)
+}
+
+func testProxyContract(t *testing.T, transport string) {
 	up := newUpstream(t)
-	h := startGateway(t, proxyConfig(up.URL, "{ backend: memory }"))
+	h := startGateway(t, withTransport(transport, proxyConfig(up.URL, "{ backend: memory }")))
 	type echo struct{ Path, Raw, Query, Host, Xff, Xfh, Xfp string }
 
 	t.Run("strip_prefix leaves a leading slash", func(t *testing.T) {
@@ -189,10 +192,11 @@ func TestProxyContract(t *testing.T) {
 }
 
 func TestLimitingOverTheProxy(t *testing.T) {
-	t.Parallel()
-	up := newUpstream(t)
-	h := startGateway(t, proxyConfig(up.URL, "{ backend: memory }"))
-	testLimiting(t, h)
+	forEachTransport(t, func(t *testing.T, transport string) {
+		up := newUpstream(t)
+		h := startGateway(t, withTransport(transport, proxyConfig(up.URL, "{ backend: memory }")))
+		testLimiting(t, h)
+	})
 }
 
 // testLimiting: per-ip admits exactly 3 of 40 concurrent requests, with the
@@ -259,7 +263,10 @@ func testLimiting(t *testing.T, h *harness) {
 }
 
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
-	t.Parallel()
+	forEachTransport(t, testClientDisconnectCancelsUpstream)
+}
+
+func testClientDisconnectCancelsUpstream(t *testing.T, transport string) {
 	cancelled := make(chan struct{})
 	started := make(chan struct{})
 	up := newUpstream(t)
@@ -277,7 +284,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	}
 	go func() { _ = slow.Serve(ln) }()
 	t.Cleanup(func() { slow.Close() })
-	cfg := strings.Replace(proxyConfig(up.URL, "{ backend: memory }"), `url: "http://127.0.0.1:1"`, fmt.Sprintf(`url: "http://%s"`, ln.Addr()), 1)
+	cfg := strings.Replace(withTransport(transport, proxyConfig(up.URL, "{ backend: memory }")), `url: "http://127.0.0.1:1"`, fmt.Sprintf(`url: "http://%s"`, ln.Addr()), 1)
 	h := startGateway(t, cfg)
 	conn, err := net.Dial("tcp", strings.TrimPrefix(h.proxy, "http://"))
 	if err != nil {
