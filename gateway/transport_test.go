@@ -1,7 +1,19 @@
 package gateway_test
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/sluice-gateway/sluice/gateway"
 )
 
 // forEachTransport runs test once per upstream transport, in parallel
@@ -19,4 +31,175 @@ func forEachTransport(t *testing.T, test func(t *testing.T, transport string)) {
 // withTransport sets upstream_transport in a config.
 func withTransport(transport, cfg string) string {
 	return "upstream_transport: " + transport + "\n" + cfg
+}
+
+// zeros is an endless reader of zero bytes; wrap it in a LimitReader.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// bigUpstream hashes request bodies (/up) and sends /down?n=N zero bytes.
+func bigUpstream(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/up":
+			h := sha256.New()
+			n, err := io.Copy(h, r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 400)
+				return
+			}
+			fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+		case "/down":
+			n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+			if r.URL.Query().Get("chunked") == "" {
+				w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			}
+			_, _ = io.Copy(w, io.LimitReader(zeros{}, n))
+		case "/early":
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// peakHeap samples the heap every 50ms until stop is called and returns
+// the most it grew over its level at the start.
+func peakHeap() (stop func() uint64) {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	base, peak := m.HeapAlloc, m.HeapAlloc
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				runtime.ReadMemStats(&m)
+				peak = max(peak, m.HeapAlloc)
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		<-finished
+		return peak - min(base, peak)
+	}
+}
+
+// TestLargeBodies streams 200 MB each way through the gateway on both
+// transports, fixed length and chunked, with the heap growing by a few
+// buffers, not by the body. It runs alone (not in parallel) so that the
+// heap is its own.
+func TestLargeBodies(t *testing.T) {
+	const size = 200 << 20
+	want := sha256.New()
+	_, _ = io.Copy(want, io.LimitReader(zeros{}, size))
+	sum := fmt.Sprintf("%d %x", size, want.Sum(nil))
+	up := bigUpstream(t)
+	for _, tr := range []string{"fast", "standard"} {
+		t.Run(tr, func(t *testing.T) {
+			h := startGateway(t, withTransport(tr, proxyConfig(up.URL, "{ backend: memory }")))
+			stop := peakHeap()
+			for _, length := range []int64{size, -1} {
+				req, _ := http.NewRequest("POST", h.proxy+"/api/up", io.NopCloser(io.LimitReader(zeros{}, size)))
+				req.ContentLength = length
+				resp, err := h.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(b) != sum {
+					t.Fatalf("upload (length %d): upstream read %q, want %q", length, b, sum)
+				}
+			}
+			for _, q := range []string{"", "&chunked=1"} {
+				resp, err := h.client.Get(h.proxy + "/api/down?n=" + strconv.Itoa(size) + q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || n != size {
+					t.Fatalf("download %q: %d bytes, %v; want %d", q, n, err, size)
+				}
+			}
+			grew := stop()
+			t.Logf("heap grew by at most %.1f MB moving 800 MB", float64(grew)/(1<<20))
+			if grew > 32<<20 {
+				t.Fatalf("heap grew by %d MB moving 800 MB", grew>>20)
+			}
+		})
+	}
+}
+
+// TestEarlyAnswerThroughTheGateway: an upstream that answers 413 before
+// reading a 1 GB upload; the client gets the 413, on both transports.
+func TestEarlyAnswerThroughTheGateway(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr string) {
+		up := bigUpstream(t)
+		h := startGateway(t, withTransport(tr, proxyConfig(up.URL, "{ backend: memory }")))
+		req, _ := http.NewRequest("POST", h.proxy+"/api/early", io.NopCloser(io.LimitReader(zeros{}, 1<<30)))
+		req.ContentLength = 1 << 30
+		resp, err := h.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 413 || string(b) != "too large\n" {
+			t.Fatalf("got %d %q, want 413 too large", resp.StatusCode, b)
+		}
+	})
+}
+
+// TestTransportConfig: the global switch, the per-route one, and a bad
+// value named with its field.
+func TestTransportConfig(t *testing.T) {
+	t.Parallel()
+	base := "routes:\n  - { name: a, match: { path_prefix: /a }, upstream: { url: \"http://127.0.0.1:1\" } }\n" +
+		"  - { name: b, match: { path_prefix: /b }, upstream: { url: \"http://127.0.0.1:1\", transport: %s } }\n"
+	for _, tc := range []struct {
+		name, global, route string
+		wantA, wantB        string
+		err                 string
+	}{
+		{"defaults", "", "fast", "fast", "fast", ""},
+		{"route falls back", "", "standard", "fast", "standard", ""},
+		{"global standard", "standard", "fast", "standard", "fast", ""},
+		{"bad global", "quick", "fast", "", "", `upstream_transport: must be fast or standard, got "quick"`},
+		{"bad route", "", "h2", "", "", `routes[1].upstream.transport: must be fast or standard, got "h2"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := fmt.Sprintf(base, tc.route)
+			if tc.global != "" {
+				cfg = withTransport(tc.global, cfg)
+			}
+			c, err := gateway.Load(writeConfig(t, cfg), []string{}, slog.New(slog.DiscardHandler))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %v, want an error with %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a, b := c.Routes[0].Upstream.Transport, c.Routes[1].Upstream.Transport; a != tc.wantA || b != tc.wantB {
+				t.Fatalf("transports %s, %s; want %s, %s", a, b, tc.wantA, tc.wantB)
+			}
+		})
+	}
 }

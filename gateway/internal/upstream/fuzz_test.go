@@ -66,7 +66,7 @@ func FuzzHostileUpstream(f *testing.F) {
 			},
 		}
 		serve := func(path string) (rec *httptest.ResponseRecorder, aborted bool) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
 			rec = httptest.NewRecorder()
 			defer func() {

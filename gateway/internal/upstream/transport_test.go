@@ -117,6 +117,18 @@ func newTransport(t *testing.T) (*Transport, *recorder) {
 	return tr, fb
 }
 
+// waitFor yields until cond holds, failing the test after 10s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+		runtime.Gosched()
+	}
+}
+
 func mustDo(t *testing.T, tr http.RoundTripper, req *http.Request) (*http.Response, string) {
 	t.Helper()
 	resp, err := tr.RoundTrip(req)
@@ -317,9 +329,11 @@ func TestResponseFraming(t *testing.T) {
 					}
 					_, _ = io.Copy(io.Discard, req.Body)
 					_, _ = io.WriteString(c, tc.answer)
-					if !tc.reused {
-						return // close: the answer's framing says so
+					if tc.name == "no length: until close" {
+						return // the close ends the body
 					}
+					// Otherwise keep the connection open: the transport
+					// must see for itself whether it may reuse it.
 				}
 			})
 			tr, _ := newTransport(t)
@@ -393,9 +407,7 @@ func TestIdleTimeoutAndCap(t *testing.T) {
 	for range 5 {
 		wg.Go(func() { mustDo(t, tr, newReq(t, "GET", srv.URL, nil)) })
 	}
-	for conns.Load() < 5 {
-		runtime.Gosched()
-	}
+	waitFor(t, func() bool { return conns.Load() == 5 })
 	close(hold)
 	wg.Wait()
 	if n := tr.IdleConns(addr); n != 2 {
@@ -620,11 +632,12 @@ func TestCancellation(t *testing.T) {
 // connection), and nothing of the transport's; net/http's Transport adds
 // two per connection, which the test checks it would see.
 func TestNoGoroutinePerConnection(t *testing.T) {
-	release := make(chan struct{})
+	var release atomic.Pointer[chan struct{}]
 	var arrived atomic.Int64
 	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		ch := *release.Load()
 		arrived.Add(1)
-		<-release
+		<-ch
 	})
 	for _, tc := range []struct {
 		name string
@@ -635,7 +648,8 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 		{"standard", &http.Transport{MaxIdleConnsPerHost: 100}, 5*40 + 5},
 	} {
 		arrived.Store(0)
-		release = make(chan struct{})
+		ch := make(chan struct{})
+		release.Store(&ch)
 		before := runtime.NumGoroutine()
 		var wg sync.WaitGroup
 		for range 40 {
@@ -647,11 +661,9 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 				}
 			})
 		}
-		for arrived.Load() < 40 {
-			runtime.Gosched()
-		}
+		waitFor(t, func() bool { return arrived.Load() == 40 })
 		during := runtime.NumGoroutine() - before
-		close(release)
+		close(ch)
 		wg.Wait()
 		t.Logf("%s: %d goroutines more with 40 in flight", tc.name, during)
 		if during > tc.max || during < tc.max-10 {
