@@ -12,6 +12,7 @@ targets=(
   "./middleware FuzzRateLimitHeaders"
   "./gateway FuzzLoad"
   "./gateway FuzzAdmin"
+  "./gateway/internal/upstream FuzzHostileUpstream"
 )
 for t in "${targets[@]}"; do
   set -- $t
