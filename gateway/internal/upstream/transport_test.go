@@ -68,20 +68,6 @@ func newRawUpstream(t *testing.T, serve func(n int64, c net.Conn, br *bufio.Read
 
 func (u *rawUpstream) url(path string) string { return "http://" + u.ln.Addr().String() + path }
 
-// keepAlive serves every request of a connection with respond.
-func keepAlive(respond func(n int64, req *http.Request, c net.Conn)) func(int64, net.Conn, *bufio.Reader) {
-	return func(n int64, c net.Conn, br *bufio.Reader) {
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			_, _ = io.Copy(io.Discard, req.Body)
-			respond(n, req, c)
-		}
-	}
-}
-
 // countingServer is an httptest server that counts new connections.
 func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
