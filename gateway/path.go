@@ -13,13 +13,14 @@ import (
 // other segment is kept byte for byte, an escaped "/" (%2F) included.
 //
 // It reports false for a path it cannot clean without guessing how the
-// upstream reads it: one that does not start with "/", or a segment that hides
-// a dot segment behind an escaped slash or backslash, a backslash or a ';'
-// parameter ("..%2f", "%2e%2e%5c", "..\", "..;"). Such paths are answered 400.
+// upstream reads it: one that does not start with "/" or holds a NUL (%00),
+// or a segment that hides a dot segment behind an escaped slash or
+// backslash, a backslash, a ';' parameter or a second escape ("..%2f",
+// "%2e%2e%5c", "..\", "..;", "%252e%252e"). Such paths are answered 400.
 //
 // It does not allocate when p is already clean.
 func cleanPath(p string) (string, bool) {
-	if p == "" || p[0] != '/' {
+	if p == "" || p[0] != '/' || strings.Contains(p, "%00") {
 		return "", false
 	}
 	dirty := false
@@ -91,6 +92,14 @@ func hidesDotSegment(seg string) bool {
 	if !strings.ContainsAny(seg, `%\;`) {
 		return false
 	}
+	if strings.Contains(seg, "%25") {
+		// Escaped twice ("%252e%252e", "..%252f"): an upstream that
+		// decodes twice would find a dot segment.
+		once := strings.ReplaceAll(seg, "%25", "%")
+		if isDotSegment(once) != 0 || hidesDotSegment(once) {
+			return true
+		}
+	}
 	start := 0
 	for i := 0; i <= len(seg); i++ {
 		sep := 0
@@ -113,6 +122,36 @@ func hidesDotSegment(seg string) bool {
 		i += sep - 1
 	}
 	return false
+}
+
+// routingPath is the decoded, cleaned path p as routes see it: read the way
+// lenient upstreams read it, so that no spelling reaches a route's upstream
+// past the route's policies. A backslash is a slash (as on Windows servers),
+// path parameters (";jsessionid=..." to the end of a segment, as in Java
+// servers) are dropped, and the empty segments this leaves collapse. It
+// allocates only for paths that hold a backslash or a ';'.
+func routingPath(p string) string {
+	if !strings.ContainsAny(p, `\;`) {
+		return p
+	}
+	b := make([]byte, 0, len(p))
+	inParam := false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '/' || c == '\\':
+			inParam = false
+			if len(b) > 0 && b[len(b)-1] == '/' {
+				continue
+			}
+			b = append(b, '/')
+		case c == ';':
+			inParam = true
+		case !inParam:
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // cleanRequestPath cleans r's path in place (see cleanPath) and reports

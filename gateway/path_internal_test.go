@@ -35,6 +35,10 @@ func TestCleanPath(t *testing.T) {
 		{"/.../..", "/", true},
 		{"/a.b/c..d", "/a.b/c..d", true},
 		{"/%2e%2e%2e", "/%2e%2e%2e", true},
+		{"/%252e%252e/x", "", false},
+		{"/a..%252f", "/a..%252f", true},
+		{"/..%252fx", "", false},
+		{"/a%00b", "", false},
 		{"", "", false},
 		{"a/b", "", false},
 		{"*", "", false},
@@ -42,6 +46,23 @@ func TestCleanPath(t *testing.T) {
 		got, ok := cleanPath(tc.in)
 		if ok != tc.ok || (ok && got != tc.want) {
 			t.Errorf("cleanPath(%q) = %q, %v; want %q, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestRoutingPath(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"/a/b":                  "/a/b",
+		`/private\x`:            "/private/x",
+		`/\private/x`:           "/private/x",
+		"/private;/x":           "/private/x",
+		"/private;jsessionid=1": "/private",
+		"/a;b=c/d;e":            "/a/d",
+		"/a/b/":                 "/a/b/",
+	} {
+		if got := routingPath(in); got != want {
+			t.Errorf("routingPath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

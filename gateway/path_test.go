@@ -124,6 +124,15 @@ routes:
 		{"/private/a/../../private/x", 429},
 		{"/public/x/../../private/x", 429},
 		{"/private%2Fx", 429}, // matched on the decoded path, as before
+		{"/private;/x", 429},  // path parameters, as Java servers drop them
+		{"/private;jsessionid=1/x", 429},
+		{"/private%3b/x", 429},
+		{`/private\x`, 429}, // a backslash, as Windows servers read it
+		{"/%5cprivate/x", 429},
+		{`/\private/x`, 429},
+		{"/public/..%252fprivate/x", 400}, // escaped twice
+		{"/public/%252e%252e/private/x", 400},
+		{"/public/..%00/private/x", 400},
 		{"/public/..%2fprivate/x", 400},
 		{"/public/..%2Fprivate/x", 400},
 		{"/public/%2e%2e%2fprivate/x", 400},

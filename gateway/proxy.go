@@ -67,6 +67,7 @@ func newRouteTable(routes []*route) routeTable {
 // would allow (nil when no route matches the path at all).
 func (t routeTable) match(r *http.Request) (*route, []string) {
 	host := ""
+	path := routingPath(r.URL.Path)
 	var allow []string
 	for _, rt := range t {
 		if rt.host != "" {
@@ -77,7 +78,7 @@ func (t routeTable) match(r *http.Request) (*route, []string) {
 				continue
 			}
 		}
-		if !matchPath(rt.prefix, r.URL.Path) {
+		if !matchPath(rt.prefix, path) {
 			continue
 		}
 		if len(rt.methods) == 0 {

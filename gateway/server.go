@@ -145,9 +145,10 @@ func (g *Gateway) limitBodies(next http.Handler) http.Handler {
 		r.Body = b
 		next.ServeHTTP(w, r)
 		if b.mu.TryLock() {
-			if !b.eof {
+			if !b.eof && b.err == nil {
 				// The server reads what is left of the body (up to 256
-				// KiB) after the handler: bound that wait too.
+				// KiB) before it answers: bound that wait too. A body
+				// that failed is not waited for: its read fails at once.
 				_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
 			}
 			b.mu.Unlock()
