@@ -244,16 +244,16 @@ func (g *Gateway) listKeys(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(n, 1000)
 	}
-	keys, err := st.store.Keys(r.Context(), p, limit)
+	list, err := st.store.Keys(r.Context(), p, limit)
 	if err != nil {
 		g.storeError(w, err)
 		return
 	}
-	out := make([]usageView, len(keys))
-	for i, u := range keys {
+	out := make([]usageView, len(list.Keys))
+	for i, u := range list.Keys {
 		out[i] = viewUsage(u)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"policy": p.Name, "keys": out})
+	writeJSON(w, http.StatusOK, map[string]any{"policy": p.Name, "keys": out, "active_keys": list.ActiveKeys})
 }
 
 func (g *Gateway) getKey(w http.ResponseWriter, r *http.Request) {

@@ -35,6 +35,25 @@
 // Time comes from the store: the memory store reads an injectable clock, the
 // Redis store a clock calibrated against the Redis server's TIME, so gateways
 // with skewed clocks agree.
+//
+// # Listing the busiest keys
+//
+// Store.Keys lists a policy's busiest keys: those with the most requests in
+// the window, admitted plus rejected, each once, with its exact usage read
+// from the store (on Redis: summed over every gateway of the fleet). Its
+// cost does not grow with the number of active keys. Each process counts
+// its requests in a summary of bounded size (package limiter/topk:
+// Space-Saving per process, merged Misra-Gries per slot of a tenth of the
+// window), and a listing reads the exact usage of at most max(N, 2K) of the
+// best candidates, K being the summary's parameter (default 500, the
+// memory and Redis stores' TopK option).
+//
+// The guarantee: let T be the policy's requests in the window (and at most
+// a tenth of a window before it), over every process. Every key with more
+// than T/K of them is read exactly, so it is listed unless N listed keys
+// have at least as many requests. ActiveKeys, the number of distinct keys
+// with a request in the same span, is a HyperLogLog estimate (standard
+// error 0.81%).
 package limiter
 
 import (
@@ -234,8 +253,11 @@ type Store interface {
 	Peek(ctx context.Context, p *Policy, key string) (Usage, error)
 	// Reset forgets key: its next request starts afresh.
 	Reset(ctx context.Context, p *Policy, key string) error
-	// Keys lists up to max keys active in the window, busiest first.
-	Keys(ctx context.Context, p *Policy, max int) ([]Usage, error)
+	// Keys lists up to max of p's busiest keys: the most requests in the
+	// window (admitted plus rejected), busiest first, each key once with
+	// its usage as Peek reports it. See the package doc for which keys a
+	// listing is sure to hold.
+	Keys(ctx context.Context, p *Policy, max int) (KeyList, error)
 	// Counters returns the store's named counters.
 	Counters() Counters
 	// Ping reports whether the store is reachable.
@@ -244,11 +266,31 @@ type Store interface {
 	Close() error
 }
 
-// SortUsage orders usages busiest first, then by key.
+// KeyList is a listing of a policy's busiest keys.
+type KeyList struct {
+	Keys []Usage
+	// ActiveKeys estimates how many distinct keys had a request in the
+	// window (and at most a tenth of a window before it).
+	ActiveKeys int64
+}
+
+// KeyFlusher is an optional ability of a Store whose processes share a
+// listing through periodic flushes (the Redis store, about once a second):
+// FlushKeys sends what this process counted so far. Find it with a type
+// assertion.
+type KeyFlusher interface {
+	FlushKeys(ctx context.Context) error
+}
+
+// Requests is how many requests u stands for in the window: admitted
+// units plus rejections.
+func (u Usage) Requests() int64 { return u.Count + u.Rejected }
+
+// SortUsage orders usages busiest first (most Requests), then by key.
 func SortUsage(u []Usage) {
 	slices.SortFunc(u, func(a, b Usage) int {
-		if a.Count != b.Count {
-			return cmp.Compare(b.Count, a.Count)
+		if a, b := a.Requests(), b.Requests(); a != b {
+			return cmp.Compare(b, a)
 		}
 		return strings.Compare(a.Key, b.Key)
 	})

@@ -470,10 +470,11 @@ func testKeys(t *testing.T, h *Harness) {
 				}
 			}
 			MustAllow(t, h.Store, other, "z", 1)
-			got, err := h.Store.Keys(context.Background(), p, 3)
+			list, err := h.Store.Keys(context.Background(), p, 3)
 			if err != nil {
 				t.Fatal(err)
 			}
+			got := list.Keys
 			want := []limiter.Usage{{Key: "a", Count: 5}, {Key: "c", Count: 3}, {Key: "d\x00/x", Count: 2}}
 			if len(got) != len(want) {
 				t.Fatalf("Keys: got %d entries %+v, want %d", len(got), got, len(want))
@@ -483,14 +484,17 @@ func testKeys(t *testing.T, h *Harness) {
 					t.Fatalf("Keys[%d]: got %+v, want key %q count %d", i, got[i], want[i].Key, want[i].Count)
 				}
 			}
+			if list.ActiveKeys != 4 {
+				t.Fatalf("Keys: active_keys %d, want 4", list.ActiveKeys)
+			}
 			if err := h.Store.Reset(context.Background(), p, "a"); err != nil {
 				t.Fatal(err)
 			}
-			got, err = h.Store.Keys(context.Background(), p, 100)
+			list, err = h.Store.Keys(context.Background(), p, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(got) != 3 || got[0].Key != "c" {
+			if got = list.Keys; len(got) != 3 || got[0].Key != "c" {
 				t.Fatalf("Keys after resetting a: %+v, want c, d, b", got)
 			}
 		})

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/topk"
 )
 
 // DefaultMaxKeys bounds a Store whose Options.MaxKeys is zero.
@@ -35,11 +36,15 @@ type Options struct {
 	Clock func() time.Time
 	// SweepInterval is how often drained keys are removed in the background;
 	// zero means one minute, negative disables the sweeper (call Sweep).
+	// The busiest-key summaries are tidied every second alongside it.
 	SweepInterval time.Duration
 	// Path, used by Open, is a bbolt file that keeps the named counters,
 	// their idempotency records and the history across restarts. Empty:
 	// everything lives in memory. New ignores it.
 	Path string
+	// TopK is the K of the busiest-key summaries (see the limiter package
+	// doc); zero means topk.DefaultK.
+	TopK int
 }
 
 // Store is an in-process limiter.Store.
@@ -53,6 +58,7 @@ type Store struct {
 	// histDirty holds the series changed since they were last written to
 	// the file (durable stores only); under histMu.
 	histDirty map[string]bool
+	top       *topk.Tracker
 	stop      chan struct{}
 	done      chan struct{}
 	closing   sync.Once
@@ -90,7 +96,8 @@ type entry struct {
 // New returns a Store that keeps everything in memory; Close stops its
 // sweeper. Open keeps the counters in a file.
 func New(opts Options) *Store {
-	s := &Store{seed: maphash.MakeSeed(), clock: opts.Clock, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &Store{seed: maphash.MakeSeed(), clock: opts.Clock, top: topk.New(opts.TopK, true),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	if s.clock == nil {
 		s.clock = time.Now
 	}
@@ -125,12 +132,16 @@ func (s *Store) sweepLoop(interval time.Duration) {
 	defer close(s.done)
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	top := time.NewTicker(time.Second)
+	defer top.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
 			s.Sweep()
+		case <-top.C:
+			s.top.Flush(s.clock().UnixNano(), nil)
 		}
 	}
 }
@@ -240,6 +251,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	}
 	e.drained = max(e.drained, now+int64(max(d.ResetAfter, d.RetryAfter, p.Window)))
 	sh.mu.Unlock()
+	s.top.Observe(p, k.key, now)
 	return d, nil
 }
 
@@ -317,30 +329,25 @@ func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error 
 	return nil
 }
 
-// Keys implements limiter.Store. It visits every key of the store.
-func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) ([]limiter.Usage, error) {
-	var out []limiter.Usage
+// Keys implements limiter.Store: it peeks the best candidates of the
+// policy's busiest-key summary (at most max(limit, 2K) of them), never
+// every key, and holds each shard's lock only for one peek at a time.
+func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter.KeyList, error) {
 	now := s.clock().UnixNano()
-	for i := range s.shards {
+	s.top.Flush(now, nil)
+	cands, active := s.top.Candidates(p, now)
+	out := limiter.KeyList{ActiveKeys: active}
+	for _, c := range cands[:min(len(cands), s.top.Reads(limit))] {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return limiter.KeyList{}, err
 		}
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		for k, e := range sh.m {
-			if k.policy != p.Name || k.algorithm != p.Algorithm || k.window != p.Window || k.buckets != p.Buckets || e.drained <= now {
-				continue
-			}
-			if u := s.usage(p, k, e, now); u.Count > 0 || u.Rejected > 0 {
-				out = append(out, u)
-			}
+		u, _ := s.Peek(ctx, p, c.Key)
+		if u.Requests() > 0 {
+			out.Keys = append(out.Keys, u)
 		}
-		sh.mu.Unlock()
 	}
-	limiter.SortUsage(out)
-	if len(out) > limit {
-		out = out[:limit]
-	}
+	limiter.SortUsage(out.Keys)
+	out.Keys = out.Keys[:min(len(out.Keys), limit)]
 	return out, nil
 }
 

@@ -49,16 +49,9 @@ const (
 type pending struct {
 	op      op
 	ctx     context.Context
-	record  *recordArgs // index entry to write with the call, or nil
 	state   atomic.Int32
 	wake    chan bool  // true: flush handoff; false: the result is ready
 	handoff []*pending // the batch this caller must flush when woken with true
-}
-
-type recordArgs struct {
-	index, member string
-	score         float64
-	ttl           int64 // ms
 }
 
 func newBatcher(s *Store, maxFlushes int) *batcher {
@@ -67,14 +60,14 @@ func newBatcher(s *Store, maxFlushes int) *batcher {
 	return b
 }
 
-// do runs o (and its index record) in some pipeline and returns nil when
+// do runs o in some pipeline and returns nil when
 // its replies are in, or the context's error when ctx ended first.
-func (b *batcher) do(ctx context.Context, o op, rec *recordArgs) error {
+func (b *batcher) do(ctx context.Context, o op) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	p := b.pool.Get().(*pending)
-	p.op, p.ctx, p.record = o, ctx, rec
+	p.op, p.ctx = o, ctx
 	p.state.Store(queued)
 	b.mu.Lock()
 	b.queue = append(b.queue, p)
@@ -120,7 +113,7 @@ func (b *batcher) abandon(p *pending) {
 }
 
 func (b *batcher) recycle(p *pending) {
-	p.op, p.ctx, p.record = nil, nil, nil
+	p.op, p.ctx = nil, nil
 	b.pool.Put(p)
 }
 
@@ -172,7 +165,7 @@ func (b *batcher) flush(batch []*pending) {
 	}
 	ctx, cancel := context.WithTimeout(parent, b.s.timeout)
 	defer cancel()
-	if len(batch) == 1 && batch[0].record == nil {
+	if len(batch) == 1 {
 		if o, ok := batch[0].op.(*scriptOp); ok {
 			o.v, o.err = o.c.script.Run(ctx, b.s.client, o.c.keys, o.c.args...).Result()
 			return
@@ -181,10 +174,6 @@ func (b *batcher) flush(batch []*pending) {
 	pipe := b.s.client.Pipeline()
 	for _, p := range batch {
 		p.op.queue(ctx, pipe)
-		if r := p.record; r != nil {
-			pipe.ZAdd(ctx, r.index, redis.Z{Score: r.score, Member: r.member})
-			pipe.PExpire(ctx, r.index, msDuration(r.ttl))
-		}
 	}
 	cmds, err := pipe.Exec(ctx)
 	stampUnanswered(cmds, err)

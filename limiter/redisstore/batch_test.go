@@ -48,13 +48,13 @@ func TestBatcherWithdrawsQueuedCalls(t *testing.T) {
 	b := newBatcher(s, 1) // one flush at a time
 
 	// A warm connection, so the first op's bytes are what the proxy holds.
-	if err := b.do(context.Background(), &recordingOp{key: "warm"}, nil); err != nil {
+	if err := b.do(context.Background(), &recordingOp{key: "warm"}); err != nil {
 		t.Fatal(err)
 	}
 	fp.Pause()
 	first := &recordingOp{key: "first"}
 	firstDone := make(chan error, 1)
-	go func() { firstDone <- b.do(context.Background(), first, nil) }()
+	go func() { firstDone <- b.do(context.Background(), first) }()
 	for fp.Held() == 0 {
 		time.Sleep(time.Millisecond) // until the first flush is on the wire
 	}
@@ -63,7 +63,7 @@ func TestBatcherWithdrawsQueuedCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	err = b.do(ctx, second, nil)
+	err = b.do(ctx, second)
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("the queued call returned after %v with a 50ms deadline", took)
 	}
@@ -84,7 +84,7 @@ func TestBatcherWithdrawsQueuedCalls(t *testing.T) {
 		t.Fatal("the withdrawn call reached Redis")
 	}
 	third := &recordingOp{key: "third"}
-	if err := b.do(context.Background(), third, nil); err != nil || third.incr.Val() != 1 {
+	if err := b.do(context.Background(), third); err != nil || third.incr.Val() != 1 {
 		t.Fatalf("after the withdrawal: %v, %d", err, third.incr.Val())
 	}
 }

@@ -26,9 +26,10 @@
 // Limiter calls are never retried (a retried call after a read timeout
 // would charge twice) and carry the configured timeout.
 //
-// Listing a policy's active keys uses neither SCAN nor one hot index key: each
-// key is recorded in one of 16 sorted sets per policy (spread over the hash
-// slots) at most once per bucket interval per gateway process.
+// Listing a policy's busiest keys costs no Redis command per request: each
+// process counts its requests in bounded summaries and writes them to Redis
+// about once a second (topkeys.go). A reset reaches every process's local
+// cache through pub/sub (resets.go).
 package redisstore
 
 import (
@@ -39,7 +40,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"net"
 	"os"
@@ -61,8 +61,6 @@ const DefaultPrefix = "sluice:"
 
 // DefaultTimeout bounds each call of a store whose Options.Timeout is zero.
 const DefaultTimeout = 100 * time.Millisecond
-
-const indexShards = 16
 
 // Options configure a Store and, through NewClient, its client.
 type Options struct {
@@ -102,6 +100,9 @@ type Options struct {
 	NoLocalCache bool
 	// Clock replaces the calibrated server clock; for tests.
 	Clock func() time.Time
+	// TopK is the K of the busiest-key summaries (see the limiter package
+	// doc); zero means topk.DefaultK.
+	TopK int
 }
 
 // NewClient builds the UniversalClient the options describe, with limiter
@@ -156,7 +157,7 @@ type Store struct {
 	offset    atomic.Int64 // server time minus local time, ns
 	idPrefix  string
 	ids       atomic.Uint64
-	seen      registry
+	top       *topKeys
 	stop      chan struct{}
 	done      chan struct{}
 	closing   sync.Once
@@ -223,15 +224,15 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	s.idPrefix = hex.EncodeToString(b[:])
-	s.seen.init()
 	s.loadScripts()
 	if s.clock != nil {
 		close(s.done)
-		return s, nil
+	} else {
+		s.clock = s.serverNow
+		calibrated := s.calibrate() == nil
+		go s.calibrateLoop(calibrated)
 	}
-	s.clock = s.serverNow
-	calibrated := s.calibrate() == nil
-	go s.calibrateLoop(calibrated)
+	s.startTopKeys(o.TopK)
 	return s, nil
 }
 
@@ -291,7 +292,7 @@ func (s *Store) calibrateLoop(calibrated bool) {
 
 // Close stops the calibration loop and closes a client that New built.
 func (s *Store) Close() error {
-	s.closing.Do(func() { close(s.stop) })
+	s.closing.Do(func() { close(s.stop); s.top.close() })
 	<-s.done
 	<-s.batchDone
 	if s.owns {
@@ -435,12 +436,6 @@ func (s *Store) keyName(p *limiter.Policy, storeKey string) string {
 	return s.prefix + algoCode(p.Algorithm) + ":" + strconv.FormatInt(p.Window.Milliseconds(), 10) + ":{" + p.Name + ":" + storeKey + "}"
 }
 
-func (s *Store) indexName(p *limiter.Policy, storeKey string) string {
-	return s.prefix + "idx:{" + p.Name + ":" + strconv.Itoa(int(maphash.String(indexSeed, storeKey)%indexShards)) + "}"
-}
-
-var indexSeed = maphash.MakeSeed()
-
 func us(t int64) string { return strconv.FormatInt(t, 10) }
 
 // result decodes the reply of a limiter script.
@@ -503,6 +498,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	if cost < 1 {
 		return limiter.Decision{}, limiter.ErrInvalidCost
 	}
+	s.top.observe(p, key)
 	if s.batched != nil && p.Algorithm == limiter.SlidingWindow {
 		return s.allowBatched(p, key, cost), nil
 	}
@@ -540,19 +536,15 @@ func (s *Store) addRejected(ctx context.Context, p *limiter.Policy, storeKey str
 	_ = s.batch.do(context.WithoutCancel(ctx), &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
 		pipe.IncrBy(ctx, name, n)
 		pipe.PExpire(ctx, name, p.Window)
-	}}, nil)
+	}})
 }
 
 func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
 	storeKey := limiter.StoreKey(key)
 	limit := p.LimitFor(key)
 	now := s.clock().UnixNano()
-	var rec *recordArgs
-	if s.seen.due(p, storeKey, now) {
-		rec = &recordArgs{index: s.indexName(p, storeKey), member: storeKey, score: float64(now / 1e6), ttl: indexTTL(p).Milliseconds()}
-	}
 	if p.Algorithm == limiter.SlidingWindow {
-		return s.allowWindow(ctx, p, storeKey, limit, cost, now, rec)
+		return s.allowWindow(ctx, p, storeKey, limit, cost, now)
 	}
 	nowUS := now / 1000
 	var id string
@@ -560,7 +552,7 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		id = s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
 	}
 	o := &scriptOp{c: s.scriptCall(p, key, storeKey, limit, cost, true, nowUS, id)}
-	if err := s.batch.do(ctx, o, rec); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, err)
 	}
 	if o.err != nil {
@@ -575,12 +567,6 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	}
 	return d, nil
 }
-
-func indexTTL(p *limiter.Policy) time.Duration {
-	return 2*(p.Window+2*p.BucketSize()) + time.Minute
-}
-
-func msDuration(ms int64) time.Duration { return time.Duration(ms) * time.Millisecond }
 
 // Refund implements limiter.Store.
 func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
@@ -604,7 +590,7 @@ func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c lim
 		}
 		var zrem *redis.IntCmd
 		o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { zrem = pipe.ZRem(ctx, name, members...) }}
-		if err := s.batch.do(ctx, o, nil); err != nil {
+		if err := s.batch.do(ctx, o); err != nil {
 			return fmt.Errorf("redis refund: %w", err)
 		}
 		if err := zrem.Err(); err != nil {
@@ -619,7 +605,7 @@ func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	default:
 		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(c.At / 1000 / p.BucketSize().Microseconds()), c.Cost, ""}}}
 	}
-	if err := s.batch.do(ctx, sc, nil); err != nil {
+	if err := s.batch.do(ctx, sc); err != nil {
 		return fmt.Errorf("redis refund: %w", err)
 	}
 	if sc.err != nil {
@@ -652,7 +638,7 @@ func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, li
 		return s.peekWindow(ctx, p, storeKey, limit, now)
 	}
 	o := &scriptOp{c: s.scriptCall(p, storeKey, storeKey, limit, 1, false, now/1000, "")}
-	if err := s.batch.do(ctx, o, nil); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return u, err
 	}
 	if o.err != nil {
@@ -676,102 +662,14 @@ func (s *Store) reset(ctx context.Context, p *limiter.Policy, key string) error 
 	var del *redis.IntCmd
 	// Same hash slot, so one DEL is fine on a cluster too.
 	o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { del = pipe.Del(ctx, name, name+":rej") }}
-	if err := s.batch.do(ctx, o, nil); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return fmt.Errorf("redis reset: %w", err)
 	}
 	if err := del.Err(); err != nil {
 		return fmt.Errorf("redis reset: %w", err)
 	}
+	if err := s.publishReset(ctx, p, limiter.StoreKey(key)); err != nil {
+		return fmt.Errorf("redis reset: telling the fleet: %w", err)
+	}
 	return nil
-}
-
-// Keys implements limiter.Store. It reads the policy's index shards, drops
-// entries too old to be active, and peeks every remaining key.
-func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) ([]limiter.Usage, error) {
-	var out []limiter.Usage
-	err := s.guard(ctx, func() (err error) {
-		out, err = s.keys(ctx, p, limit)
-		return err
-	})
-	return out, err
-}
-
-func (s *Store) keys(ctx context.Context, p *limiter.Policy, limit int) ([]limiter.Usage, error) {
-	now := s.clock().UnixNano()
-	horizon := float64((now - int64(p.Window+2*p.BucketSize()+registerEvery(p))) / 1e6)
-	var candidates []string
-	for shard := range indexShards {
-		idx := s.prefix + "idx:{" + p.Name + ":" + strconv.Itoa(shard) + "}"
-		cctx, cancel := context.WithTimeout(ctx, s.timeout*5)
-		pipe := s.client.Pipeline()
-		pipe.ZRemRangeByScore(cctx, idx, "-inf", strconv.FormatFloat(horizon, 'f', 0, 64))
-		members := pipe.ZRange(cctx, idx, 0, -1)
-		_, err := pipe.Exec(cctx)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("redis keys: %w", err)
-		}
-		candidates = append(candidates, members.Val()...)
-	}
-	var out []limiter.Usage
-	for _, k := range candidates {
-		cctx, cancel := context.WithTimeout(ctx, s.timeout)
-		u, err := s.peek(cctx, p, k, p.LimitFor(k))
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("redis keys: %w", err)
-		}
-		if s.blocked != nil {
-			u.Rejected += s.blocked.pending(blockedKeyOf(p, k))
-		}
-		if u.Count > 0 || u.Rejected > 0 {
-			out = append(out, u)
-		}
-	}
-	limiter.SortUsage(out)
-	if len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
-}
-
-// registerEvery is how often one process records an active key in the index.
-func registerEvery(p *limiter.Policy) time.Duration {
-	return max(p.Window/limiter.DefaultBuckets, time.Millisecond)
-}
-
-// registry remembers which keys this process recorded in the index lately,
-// so that an active key costs one index write per interval, not per request.
-type registry struct {
-	shards [32]struct {
-		mu sync.Mutex
-		m  map[registryKey]int64
-	}
-	seed maphash.Seed
-}
-
-type registryKey struct{ policy, key string }
-
-const registryShardMax = 1 << 15
-
-func (r *registry) init() {
-	r.seed = maphash.MakeSeed()
-	for i := range r.shards {
-		r.shards[i].m = make(map[registryKey]int64)
-	}
-}
-
-func (r *registry) due(p *limiter.Policy, storeKey string, now int64) bool {
-	sh := &r.shards[maphash.String(r.seed, storeKey)%uint64(len(r.shards))]
-	k := registryKey{p.Name, storeKey}
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if next, ok := sh.m[k]; ok && now < next {
-		return false
-	}
-	if len(sh.m) >= registryShardMax {
-		clear(sh.m) // forgetting only costs a repeated index write
-	}
-	sh.m[k] = now + int64(registerEvery(p))
-	return true
 }

@@ -111,14 +111,14 @@ type trimList struct {
 }
 
 // allowWindow decides a sliding_window request.
-func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey string, limit, cost int64, now int64, rec *recordArgs) (limiter.Decision, error) {
+func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey string, limit, cost int64, now int64) (limiter.Decision, error) {
 	win := limiter.WindowOf(p, time.Microsecond)
 	nowUS := now / 1000
 	c := nowUS / win.Size
 	name := s.keyName(p, storeKey)
 	ttl, stale := windowTrim(p, c)
 	o := &windowOp{key: name, field: strconv.FormatInt(c, 10), cost: cost, ttl: ttl, stale: stale}
-	if err := s.batch.do(ctx, o, rec); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
 	}
 	if err := o.err(); err != nil {
@@ -149,7 +149,7 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 		pipe.Incr(ctx, name+":rej")
 		pipe.PExpire(ctx, name+":rej", p.Window)
 	}}
-	err := s.batch.do(context.WithoutCancel(ctx), tb, nil)
+	err := s.batch.do(context.WithoutCancel(ctx), tb)
 	if err == nil {
 		err = back.Err()
 	}
@@ -169,7 +169,7 @@ func (s *Store) peekWindow(ctx context.Context, p *limiter.Policy, storeKey stri
 		all = pipe.HGetAll(ctx, name)
 		rej = pipe.Get(ctx, name+":rej")
 	}}
-	if err := s.batch.do(ctx, o, nil); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return u, err
 	}
 	if err := all.Err(); err != nil {

@@ -1,0 +1,308 @@
+// Package topk finds the busiest keys of each policy in bounded memory and
+// bounded work, and estimates how many distinct keys are active: the
+// per-process half of a store's key listing (see limiter.Store.Keys).
+//
+// A Tracker counts every request in process: per policy, four stripes
+// (picked by the key's Hash) each hold a Space-Saving summary of 4K keys
+// and a HyperLogLog Sketch, behind the stripe's own mutex. Observe
+// allocates nothing and costs well under 100ns. Time is cut into slots of
+// a tenth of the policy's window (at least a second); Flush moves the
+// stripes' counts into a Misra-Gries summary per slot (8K-1 keys) and
+// returns each changed slot's view: its keys above total/8K, and at least
+// its 100 busiest. The memory store lists from the views it keeps; the
+// Redis store writes them to Redis, where every gateway's views of a slot
+// are summed.
+//
+// # Guarantee
+//
+// Let T be the requests of a policy in the slots that overlap its window
+// (the window and at most one slot before it), summed over every process.
+// A key's summed count (its estimate) is never above its true count in
+// those slots, and falls short of it by at most T/4K (Space-Saving) plus
+// T/8K (Misra-Gries) plus T/8K (the view's threshold): T/2K in all. The
+// estimates add up to at most T, so fewer than 2K keys have an estimate
+// above T/2K. A listing reads the exact usage of the 2K best estimates (or
+// N when N is larger): so every key with more than T/K requests is read
+// exactly, and it is listed unless N listed keys have at least as many.
+package topk
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluice-gateway/sluice/limiter"
+)
+
+// DefaultK is the K of a Tracker made with k <= 0.
+const DefaultK = 500
+
+// Keep is how many keys a slot's view holds at least (when it has them),
+// so that a listing can fill a page with keys below the threshold.
+const Keep = 100
+
+const stripeCount = 4
+
+// SlotLen is the length of the slots of p: a tenth of its window, at least
+// one second.
+func SlotLen(p *limiter.Policy) time.Duration { return max(p.Window/10, time.Second) }
+
+// Span returns the first and last slots that overlap the window ending at
+// now (ns since the epoch).
+func Span(p *limiter.Policy, now int64) (first, last int64) {
+	l := int64(SlotLen(p))
+	return (now - int64(p.Window)) / l, now / l
+}
+
+// Tracker counts requests per policy and key in process. It is safe for
+// concurrent use; the zero value is not usable, call New.
+type Tracker struct {
+	k        int
+	keep     bool // keep slot views for listing from them (the memory store)
+	mu       sync.Mutex
+	policies atomic.Pointer[map[shape]*policyState]
+}
+
+// shape identifies a policy the way stores key its state: a policy whose
+// algorithm or window changes starts afresh.
+type shape struct {
+	name      string
+	algorithm limiter.Algorithm
+	window    time.Duration
+}
+
+type policyState struct {
+	policy  *limiter.Policy
+	slotLen int64
+	stripes [stripeCount]stripe
+
+	mu    sync.Mutex // guards slots and open
+	slots map[int64]*slotState
+	open  int64 // slots before it were handed over and forgotten
+}
+
+type stripe struct {
+	mu     sync.Mutex
+	slot   int64
+	sum    *summary
+	sketch *Sketch
+	_      [40]byte // keep stripes on separate cache lines
+}
+
+type slotState struct {
+	counts *counts // nil once the slot is over and published
+	sketch Sketch
+	view   []Entry
+	dirty  bool
+}
+
+// New returns a Tracker with parameter k (the guarantee's K; k <= 0 means
+// DefaultK). With keep, slot views stay in process for Candidates and
+// Active; without, Flush hands them over and forgets finished slots.
+func New(k int, keep bool) *Tracker {
+	if k <= 0 {
+		k = DefaultK
+	}
+	t := &Tracker{k: k, keep: keep}
+	m := map[shape]*policyState{}
+	t.policies.Store(&m)
+	return t
+}
+
+// K returns the tracker's K.
+func (t *Tracker) K() int { return t.k }
+
+func (t *Tracker) state(p *limiter.Policy) *policyState {
+	sh := shape{p.Name, p.Algorithm, p.Window}
+	if ps := (*t.policies.Load())[sh]; ps != nil {
+		return ps
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old := *t.policies.Load()
+	if ps := old[sh]; ps != nil {
+		return ps
+	}
+	ps := &policyState{policy: p, slotLen: int64(SlotLen(p)), slots: map[int64]*slotState{}}
+	for i := range ps.stripes {
+		ps.stripes[i].sum = newSummary(4 * t.k)
+		ps.stripes[i].sketch = new(Sketch)
+	}
+	m := make(map[shape]*policyState, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[sh] = ps
+	t.policies.Store(&m)
+	return ps
+}
+
+// Observe counts one request for storeKey under p at now (ns since the
+// epoch).
+func (t *Tracker) Observe(p *limiter.Policy, storeKey string, now int64) {
+	ps := t.state(p)
+	h := Hash(storeKey)
+	slot := now / ps.slotLen
+	st := &ps.stripes[h>>62]
+	st.mu.Lock()
+	if slot > st.slot {
+		if st.sum.total > 0 {
+			ps.retire(st, t.k)
+		}
+		st.slot = slot
+	}
+	st.sum.add(storeKey, h)
+	st.sketch.Add(h)
+	st.mu.Unlock()
+}
+
+// retire moves a stripe's counts into its slot; st.mu must be held.
+func (ps *policyState) retire(st *stripe, k int) {
+	ps.mu.Lock()
+	ix := max(st.slot, ps.open) // a late straggler joins the oldest open slot
+	sl := ps.slots[ix]
+	if sl == nil {
+		sl = &slotState{counts: newCounts(8*k - 1)}
+		ps.slots[ix] = sl
+	}
+	if sl.counts == nil { // published as over: a late straggler
+		sl.counts = newCounts(8*k - 1)
+		for _, e := range sl.view {
+			sl.counts.add(e.Key, e.N)
+		}
+	}
+	sl.counts.total += st.sum.total
+	st.sum.drain(sl.counts.add)
+	sl.sketch.Merge(st.sketch)
+	st.sketch.Reset()
+	sl.dirty = true
+	ps.mu.Unlock()
+}
+
+// SlotView is what one process knows of one slot of a policy.
+type SlotView struct {
+	Index   int64   // the slot: its start time divided by SlotLen
+	Entries []Entry // busiest first
+	Sketch  *Sketch // the distinct keys seen; valid only during the call
+	Total   int64   // requests counted
+}
+
+// Flush moves every stripe's counts into their slots, then calls publish
+// (when not nil) with each policy's slots that changed since the last
+// Flush. Slots that ended before now are then forgotten (without keep) or
+// kept until they leave the window (with keep).
+func (t *Tracker) Flush(now int64, publish func(p *limiter.Policy, views []SlotView)) {
+	for sh, ps := range *t.policies.Load() {
+		for i := range ps.stripes {
+			st := &ps.stripes[i]
+			st.mu.Lock()
+			if st.sum.total > 0 {
+				ps.retire(st, t.k)
+			}
+			st.mu.Unlock()
+		}
+		ps.mu.Lock()
+		var views []SlotView
+		first, last := Span(ps.policy, now)
+		for ix, sl := range ps.slots {
+			if sl.dirty {
+				sl.view = sl.counts.view(Keep)
+				sl.dirty = false
+				views = append(views, SlotView{Index: ix, Entries: sl.view, Sketch: &sl.sketch, Total: sl.counts.total})
+			}
+		}
+		if publish != nil && len(views) > 0 {
+			publish(ps.policy, views)
+		}
+		if !t.keep {
+			ps.open = max(ps.open, last)
+		}
+		for ix, sl := range ps.slots {
+			switch {
+			case ix < first || (!t.keep && ix < last):
+				delete(ps.slots, ix)
+			case ix < last && sl.counts != nil:
+				sl.counts = nil // over: only its view is read from now on
+			}
+		}
+		idle := len(ps.slots) == 0
+		ps.mu.Unlock()
+		if idle {
+			t.forget(sh, ps)
+		}
+	}
+}
+
+// forget drops an idle policy unless a request came in meanwhile.
+func (t *Tracker) forget(sh shape, ps *policyState) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range ps.stripes {
+		st := &ps.stripes[i]
+		st.mu.Lock()
+		busy := st.sum.total > 0
+		st.mu.Unlock()
+		if busy {
+			return
+		}
+	}
+	old := *t.policies.Load()
+	m := make(map[shape]*policyState, len(old))
+	for k, v := range old {
+		if k != sh {
+			m[k] = v
+		}
+	}
+	t.policies.Store(&m)
+}
+
+// Candidates returns the keys of p's slots in the window ending at now,
+// with their summed counts, best first, and the estimated number of
+// distinct keys: what a Tracker made with keep knows after Flush.
+func (t *Tracker) Candidates(p *limiter.Policy, now int64) ([]Entry, int64) {
+	ps := (*t.policies.Load())[shape{p.Name, p.Algorithm, p.Window}]
+	if ps == nil {
+		return nil, 0
+	}
+	first, last := Span(p, now)
+	sum := map[string]int64{}
+	var sk Sketch
+	ps.mu.Lock()
+	for ix, sl := range ps.slots {
+		if ix < first || ix > last {
+			continue
+		}
+		for _, e := range sl.view {
+			sum[e.Key] += e.N
+		}
+		sk.Merge(&sl.sketch)
+	}
+	ps.mu.Unlock()
+	out := make([]Entry, 0, len(sum))
+	for k, n := range sum {
+		out = append(out, Entry{k, n})
+	}
+	sortEntries(out)
+	return out, sk.Count()
+}
+
+// Merge sums entries by key (views of one slot from several processes, or
+// of several slots) and orders the result best first.
+func Merge(lists ...[]Entry) []Entry {
+	sum := map[string]int64{}
+	for _, l := range lists {
+		for _, e := range l {
+			sum[e.Key] += e.N
+		}
+	}
+	out := make([]Entry, 0, len(sum))
+	for k, n := range sum {
+		out = append(out, Entry{k, n})
+	}
+	sortEntries(out)
+	return out
+}
+
+// Reads is how many candidates a listing of n keys reads exactly: enough
+// for the guarantee (2K) and for n.
+func (t *Tracker) Reads(n int) int { return max(n, 2*t.k) }
