@@ -3,33 +3,43 @@ package topk
 // summary is a Space-Saving summary (Metwally, Agrawal and El Abbadi,
 // "Efficient computation of frequent and top-k elements in data streams",
 // 2005) with room for size keys: a key it holds has its own counter; a new
-// key takes the counter of the least counted key and adds one to it. Every
+// key takes the counter of a least counted key and adds one to it. Every
 // counter is an overestimate, by at most the smallest counter, which is at
 // most total/size: so every key with more than total/size requests is held.
 //
-// The counters live in a min-heap (the least counted key is at the root)
-// and are found through an open-addressing table keyed by the key's Hash,
-// so adding a key allocates nothing once the summary has filled up and
-// costs one probe and a short sift. A summary is not safe for concurrent
-// use.
+// It is the paper's Stream-Summary: keys with equal counters share a
+// bucket, and the buckets form a list in increasing order, so counting a
+// request moves one key to the next bucket in O(1). Keys are found through
+// an open-addressing table on their Hash. Everything lives in slices of
+// int32 indices, so once the summary has filled up, counting allocates
+// nothing. A summary is not safe for concurrent use.
 type summary struct {
-	size  int
-	keys  []string
-	hash  []uint64
-	count []int64
-	heap  []int32 // entry indices, a min-heap on count
-	pos   []int32 // heap position of each entry
-	table []int32 // entry index + 1 by hash, linear probing; 0 is free
-	mask  uint64
-	total int64
+	size int
+	// Per entry.
+	keys   []string
+	hash   []uint64
+	bucket []int32
+	prev   []int32 // neighbours in the bucket's entry list; -1 ends it
+	next   []int32
+	// Per bucket: a free list reuses them.
+	count  []int64
+	head   []int32 // first entry
+	bprev  []int32 // neighbouring buckets, in increasing count; -1 ends it
+	bnext  []int32
+	free   int32 // first free bucket, chained through bnext
+	lowest int32 // the bucket of the smallest counter, -1 when empty
+	table  []int32 // entry index + 1 by hash, linear probing; 0 is free
+	mask   uint64
+	total  int64
+	full   bool // a key has taken another's counter
 }
 
 func newSummary(size int) *summary {
 	n := 1
-	for n < 2*size {
+	for n < 4*size {
 		n <<= 1
 	}
-	return &summary{size: size, table: make([]int32, n), mask: uint64(n - 1)}
+	return &summary{size: size, table: make([]int32, n), mask: uint64(n - 1), free: -1, lowest: -1}
 }
 
 func (s *summary) find(key string, h uint64) int32 {
@@ -80,79 +90,125 @@ func (s *summary) remove(e int32) {
 	}
 }
 
+// newBucket returns a bucket with count c, linked after bucket after (or
+// first when after is -1).
+func (s *summary) newBucket(c int64, after int32) int32 {
+	b := s.free
+	if b >= 0 {
+		s.free = s.bnext[b]
+		s.count[b], s.head[b] = c, -1
+	} else {
+		b = int32(len(s.count))
+		s.count = append(s.count, c)
+		s.head = append(s.head, -1)
+		s.bprev = append(s.bprev, -1)
+		s.bnext = append(s.bnext, -1)
+	}
+	var nx int32
+	if after < 0 {
+		nx = s.lowest
+		s.lowest = b
+	} else {
+		nx = s.bnext[after]
+		s.bnext[after] = b
+	}
+	s.bprev[b], s.bnext[b] = after, nx
+	if nx >= 0 {
+		s.bprev[nx] = b
+	}
+	return b
+}
+
+// unlink takes entry e out of its bucket, freeing the bucket when it
+// empties.
+func (s *summary) unlink(e int32) {
+	b := s.bucket[e]
+	if p := s.prev[e]; p >= 0 {
+		s.next[p] = s.next[e]
+	} else {
+		s.head[b] = s.next[e]
+	}
+	if n := s.next[e]; n >= 0 {
+		s.prev[n] = s.prev[e]
+	}
+	if s.head[b] >= 0 {
+		return
+	}
+	p, n := s.bprev[b], s.bnext[b]
+	if p >= 0 {
+		s.bnext[p] = n
+	} else {
+		s.lowest = n
+	}
+	if n >= 0 {
+		s.bprev[n] = p
+	}
+	s.bnext[b] = s.free
+	s.free = b
+}
+
+func (s *summary) link(e, b int32) {
+	s.bucket[e] = b
+	s.prev[e], s.next[e] = -1, s.head[b]
+	if h := s.head[b]; h >= 0 {
+		s.prev[h] = e
+	}
+	s.head[b] = e
+}
+
+// bump adds one to entry e's counter.
+func (s *summary) bump(e int32) {
+	b := s.bucket[e]
+	c := s.count[b] + 1
+	nb := s.bnext[b]
+	if nb < 0 || s.count[nb] != c {
+		nb = s.newBucket(c, b)
+	}
+	s.unlink(e)
+	s.link(e, nb)
+}
+
 // add counts one request for key, whose Hash is h.
 func (s *summary) add(key string, h uint64) {
 	s.total++
 	if e := s.find(key, h); e >= 0 {
-		s.count[e]++
-		s.down(int(s.pos[e]))
+		s.bump(e)
 		return
 	}
 	if len(s.keys) < s.size {
 		e := int32(len(s.keys))
 		s.keys = append(s.keys, key)
 		s.hash = append(s.hash, h)
-		s.count = append(s.count, 1)
-		s.pos = append(s.pos, int32(len(s.heap)))
-		s.heap = append(s.heap, e)
-		s.up(len(s.heap) - 1)
+		s.bucket = append(s.bucket, -1)
+		s.prev = append(s.prev, -1)
+		s.next = append(s.next, -1)
+		b := s.lowest
+		if b < 0 || s.count[b] != 1 {
+			b = s.newBucket(1, -1)
+		}
+		s.link(e, b)
 		s.insert(e)
 		return
 	}
-	e := s.heap[0]
+	s.full = true
+	e := s.head[s.lowest]
 	s.remove(e)
 	s.keys[e], s.hash[e] = key, h
-	s.count[e]++
 	s.insert(e)
-	s.down(0)
+	s.bump(e)
 }
 
-func (s *summary) less(i, j int) bool { return s.count[s.heap[i]] < s.count[s.heap[j]] }
+// counter returns entry e's counter.
+func (s *summary) counter(e int) int64 { return s.count[s.bucket[e]] }
 
-func (s *summary) swap(i, j int) {
-	s.heap[i], s.heap[j] = s.heap[j], s.heap[i]
-	s.pos[s.heap[i]] = int32(i)
-	s.pos[s.heap[j]] = int32(j)
-}
-
-func (s *summary) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if !s.less(i, parent) {
-			return
-		}
-		s.swap(i, parent)
-		i = parent
-	}
-}
-
-func (s *summary) down(i int) {
-	n := len(s.heap)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		c := l
-		if r := l + 1; r < n && s.less(r, l) {
-			c = r
-		}
-		if !s.less(c, i) {
-			return
-		}
-		s.swap(i, c)
-		i = c
-	}
-}
-
-// floor is the smallest counter of a full summary, and 0 otherwise: every
-// counter overestimates its key by at most floor, and a key not held had
-// at most floor requests.
+// floor is the smallest counter once a key has taken another's counter,
+// and 0 before (the counters are then exact): every counter overestimates
+// its key by at most floor, and a key not held had at most floor requests.
 func (s *summary) floor() int64 {
-	if len(s.keys) < s.size || len(s.heap) == 0 {
+	if !s.full {
 		return 0
 	}
-	return s.count[s.heap[0]]
+	return s.count[s.lowest]
 }
 
 // drain calls fn with each held key and its counter minus floor (a count
@@ -161,12 +217,14 @@ func (s *summary) floor() int64 {
 func (s *summary) drain(fn func(key string, n int64)) {
 	f := s.floor()
 	for e, k := range s.keys {
-		if n := s.count[e] - f; n > 0 {
+		if n := s.counter(e) - f; n > 0 {
 			fn(k, n)
 		}
 	}
 	clear(s.keys) // let the strings go
-	s.keys, s.hash, s.count, s.heap, s.pos = s.keys[:0], s.hash[:0], s.count[:0], s.heap[:0], s.pos[:0]
+	s.keys, s.hash, s.bucket, s.prev, s.next = s.keys[:0], s.hash[:0], s.bucket[:0], s.prev[:0], s.next[:0]
+	s.count, s.head, s.bprev, s.bnext = s.count[:0], s.head[:0], s.bprev[:0], s.bnext[:0]
+	s.free, s.lowest = -1, -1
 	clear(s.table)
-	s.total = 0
+	s.total, s.full = 0, false
 }

@@ -61,6 +61,10 @@ type Tracker struct {
 	keep     bool // keep slot views for listing from them (the memory store)
 	mu       sync.Mutex
 	policies atomic.Pointer[map[shape]*policyState]
+	// byPointer finds a policy's state by the *limiter.Policy that requests
+	// carry, which hashes faster than its shape; a reload brings new
+	// pointers, which are added as they come.
+	byPointer atomic.Pointer[map[*limiter.Policy]*policyState]
 }
 
 // shape identifies a policy the way stores key its state: a policy whose
@@ -75,6 +79,8 @@ type policyState struct {
 	policy  *limiter.Policy
 	slotLen int64
 	stripes [stripeCount]stripe
+
+	alive atomic.Bool // false once forgotten
 
 	mu    sync.Mutex // guards slots and open
 	slots map[int64]*slotState
@@ -106,6 +112,8 @@ func New(k int, keep bool) *Tracker {
 	t := &Tracker{k: k, keep: keep}
 	m := map[shape]*policyState{}
 	t.policies.Store(&m)
+	bp := map[*limiter.Policy]*policyState{}
+	t.byPointer.Store(&bp)
 	return t
 }
 
@@ -113,17 +121,33 @@ func New(k int, keep bool) *Tracker {
 func (t *Tracker) K() int { return t.k }
 
 func (t *Tracker) state(p *limiter.Policy) *policyState {
-	sh := shape{p.Name, p.Algorithm, p.Window}
-	if ps := (*t.policies.Load())[sh]; ps != nil {
+	if ps := (*t.byPointer.Load())[p]; ps != nil {
 		return ps
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old := *t.policies.Load()
-	if ps := old[sh]; ps != nil {
-		return ps
+	sh := shape{p.Name, p.Algorithm, p.Window}
+	ps := (*t.policies.Load())[sh]
+	if ps == nil {
+		ps = t.add(sh, p)
 	}
+	oldp := *t.byPointer.Load()
+	bp := make(map[*limiter.Policy]*policyState, len(oldp)+1)
+	for k, v := range oldp {
+		if v.live() {
+			bp[k] = v
+		}
+	}
+	bp[p] = ps
+	t.byPointer.Store(&bp)
+	return ps
+}
+
+// add makes the state of a new policy shape; t.mu must be held.
+func (t *Tracker) add(sh shape, p *limiter.Policy) *policyState {
+	old := *t.policies.Load()
 	ps := &policyState{policy: p, slotLen: int64(SlotLen(p)), slots: map[int64]*slotState{}}
+	ps.alive.Store(true)
 	for i := range ps.stripes {
 		ps.stripes[i].sum = newSummary(4 * t.k)
 		ps.stripes[i].sketch = new(Sketch)
@@ -137,14 +161,22 @@ func (t *Tracker) state(p *limiter.Policy) *policyState {
 	return ps
 }
 
+func (ps *policyState) live() bool { return ps.alive.Load() }
+
 // Observe counts one request for storeKey under p at now (ns since the
 // epoch).
 func (t *Tracker) Observe(p *limiter.Policy, storeKey string, now int64) {
-	ps := t.state(p)
 	h := Hash(storeKey)
-	slot := now / ps.slotLen
+	ps := t.state(p)
 	st := &ps.stripes[h>>62]
 	st.mu.Lock()
+	for !ps.alive.Load() { // forgotten meanwhile: count in its successor
+		st.mu.Unlock()
+		ps = t.state(p)
+		st = &ps.stripes[h>>62]
+		st.mu.Lock()
+	}
+	slot := now / ps.slotLen
 	if slot > st.slot {
 		if st.sum.total > 0 {
 			ps.retire(st, t.k)
@@ -240,9 +272,8 @@ func (t *Tracker) forget(sh shape, ps *policyState) {
 	for i := range ps.stripes {
 		st := &ps.stripes[i]
 		st.mu.Lock()
-		busy := st.sum.total > 0
-		st.mu.Unlock()
-		if busy {
+		defer st.mu.Unlock()
+		if st.sum.total > 0 {
 			return
 		}
 	}
@@ -254,6 +285,15 @@ func (t *Tracker) forget(sh shape, ps *policyState) {
 		}
 	}
 	t.policies.Store(&m)
+	ps.alive.Store(false)
+	oldp := *t.byPointer.Load()
+	bp := make(map[*limiter.Policy]*policyState, len(oldp))
+	for k, v := range oldp {
+		if v != ps {
+			bp[k] = v
+		}
+	}
+	t.byPointer.Store(&bp)
 }
 
 // Candidates returns the keys of p's slots in the window ending at now,
