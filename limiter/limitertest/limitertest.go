@@ -68,6 +68,16 @@ type Harness struct {
 	// returned function is called. Nil skips the tests of calls pending on
 	// a hung server.
 	Stall func() (resume func())
+	// Peer returns another Store on the same backend, as another process of
+	// a fleet would have it: its own client and summaries, the same prefix
+	// and clock, the same TopK. Nil skips the fleet cases.
+	Peer func(t *testing.T) limiter.Store
+	// TopK is the K the harness's stores were built with (TopK option);
+	// zero means topk.DefaultK.
+	TopK int
+	// Commands returns how many Redis commands the harness's stores have
+	// sent so far; nil skips the command-count case.
+	Commands func() int64
 }
 
 // Start is a time at which the test clocks start: aligned to a whole hour so
@@ -136,6 +146,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness) {
 	}
 	t.Run("WindowBoundaries", func(t *testing.T) { testWindowBoundaries(t, newHarness(t)) })
 	t.Run("Keys", func(t *testing.T) { testKeys(t, newHarness(t)) })
+	t.Run("KeysFleet", func(t *testing.T) { testKeysFleet(t, newHarness(t)) })
+	t.Run("KeysGuarantee", func(t *testing.T) { testKeysGuarantee(t, newHarness(t)) })
+	t.Run("KeysCommands", func(t *testing.T) { testKeysCommands(t, newHarness(t)) })
 	t.Run("Counters", func(t *testing.T) { testCounters(t, newHarness(t)) })
 	t.Run("CountersConcurrent", func(t *testing.T) { testCountersConcurrent(t, newHarness(t)) })
 	t.Run("Idempotency", func(t *testing.T) { testIdempotency(t, newHarness(t)) })

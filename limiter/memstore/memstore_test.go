@@ -14,7 +14,7 @@ import (
 
 func newHarness(t *testing.T) *limitertest.Harness {
 	clock := limitertest.NewClock(limitertest.Start)
-	s := memstore.New(memstore.Options{Clock: clock.Now, SweepInterval: -1})
+	s := memstore.New(memstore.Options{Clock: clock.Now, SweepInterval: -1, TopK: 8})
 	t.Cleanup(func() { s.Close() })
 	return &limitertest.Harness{
 		Store:                s,
@@ -22,6 +22,7 @@ func newHarness(t *testing.T) *limitertest.Harness {
 		Now:                  clock.Now,
 		GCRAFollowsAdvance:   true,
 		RecordsFollowAdvance: true,
+		TopK:                 8,
 		Expired: func(t *testing.T) bool {
 			s.Sweep()
 			return s.Len() == 0

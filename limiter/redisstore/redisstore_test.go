@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,21 +31,47 @@ func isLimiterKey(prefix, k string) bool {
 	return !strings.HasPrefix(rest, "idx:") && !strings.HasPrefix(rest, "counter")
 }
 
+// countHook counts the commands a client sends, pipelined ones included.
+type countHook struct{ n *atomic.Int64 }
+
+func (h countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
 func TestMiniredis(t *testing.T) {
 	t.Parallel()
 	limitertest.Run(t, func(t *testing.T) *limitertest.Harness {
 		m := miniredis.RunT(t)
 		m.SetTime(limitertest.Start)
 		clock := limitertest.NewClock(limitertest.Start)
-		client := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, Protocol: 2})
-		t.Cleanup(func() { client.Close() })
-		s, err := redisstore.New(client, redisstore.Options{Clock: clock.Now, Timeout: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
+		newStore := func(t *testing.T) *redisstore.Store {
+			client := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, Protocol: 2})
+			t.Cleanup(func() { client.Close() })
+			s, err := redisstore.New(client, redisstore.Options{Clock: clock.Now, Timeout: 5 * time.Second, TopK: 8})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
 		}
-		t.Cleanup(func() { s.Close() })
 		return &limitertest.Harness{
-			Store: s,
+			Store: newStore(t),
+			Peer:  func(t *testing.T) limiter.Store { return newStore(t) },
+			TopK:  8,
+			// No Commands: miniredis's PFCOUNT cannot read a dense sketch
+			// written with SET, so its listings take more commands.
 			Advance: func(d time.Duration) {
 				clock.Advance(d)
 				m.SetTime(clock.Now())
@@ -75,12 +102,22 @@ func TestMiniredis(t *testing.T) {
 
 // realHarness runs the suite on a real server or cluster. Stores use a fake
 // clock that starts now; a fresh prefix isolates each subtest.
-func realHarness(t *testing.T, client redis.UniversalClient) *limitertest.Harness {
+func realHarness(t *testing.T, client redis.UniversalClient, newClient func() redis.UniversalClient, commands *atomic.Int64) *limitertest.Harness {
 	prefix := randomPrefix()
 	clock := limitertest.NewClock(time.Now().Truncate(time.Hour)) // fixed windows start with the test
-	s, err := redisstore.New(client, redisstore.Options{Clock: clock.Now, Prefix: prefix, Timeout: 2 * time.Second})
+	opts := redisstore.Options{Clock: clock.Now, Prefix: prefix, Timeout: 2 * time.Second, TopK: 8}
+	s, err := redisstore.New(client, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	peer := func(t *testing.T) limiter.Store {
+		c := newClient()
+		ps, err := redisstore.New(c, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ps.Close(); c.Close() })
+		return ps
 	}
 	// scan calls fn for every key of this harness, one call at a time
 	// (ForEachMaster runs the masters concurrently).
@@ -113,9 +150,12 @@ func realHarness(t *testing.T, client redis.UniversalClient) *limitertest.Harnes
 		scan(func(ctx context.Context, c *redis.Client, key string) { c.Del(ctx, key) })
 	})
 	return &limitertest.Harness{
-		Store:   s,
-		Advance: clock.Advance,
-		Now:     clock.Now,
+		Store:    s,
+		Advance:  clock.Advance,
+		Now:      clock.Now,
+		Peer:     peer,
+		TopK:     8,
+		Commands: commands.Load,
 		AllKeysHaveTTL: func(t *testing.T) {
 			n := 0
 			scan(func(ctx context.Context, c *redis.Client, key string) {
@@ -133,22 +173,35 @@ func realHarness(t *testing.T, client redis.UniversalClient) *limitertest.Harnes
 
 func TestRealRedis(t *testing.T) {
 	t.Parallel()
-	client := redis.NewClient(&redis.Options{Addr: limitertest.RedisAddr(t), MaxRetries: -1, Protocol: 2})
+	addr := limitertest.RedisAddr(t)
+	newClient := func() redis.UniversalClient {
+		return redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, Protocol: 2})
+	}
+	var commands atomic.Int64
+	client := newClient()
+	client.AddHook(countHook{&commands})
 	t.Cleanup(func() { client.Close() })
-	limitertest.Run(t, func(t *testing.T) *limitertest.Harness { return realHarness(t, client) })
+	limitertest.Run(t, func(t *testing.T) *limitertest.Harness { return realHarness(t, client, newClient, &commands) })
 }
 
 func TestRealCluster(t *testing.T) {
 	t.Parallel()
-	client, err := redisstore.NewClient(redisstore.Options{Addrs: limitertest.ClusterAddrs(t), Cluster: true, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	addrs := limitertest.ClusterAddrs(t)
+	newClient := func() redis.UniversalClient {
+		c, err := redisstore.NewClient(redisstore.Options{Addrs: addrs, Cluster: true, Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
 	}
+	client := newClient()
 	t.Cleanup(func() { client.Close() })
 	if _, ok := client.(*redis.ClusterClient); !ok {
 		t.Fatalf("cluster: true built a %T, want *redis.ClusterClient", client)
 	}
-	limitertest.Run(t, func(t *testing.T) *limitertest.Harness { return realHarness(t, client) })
+	var commands atomic.Int64
+	client.AddHook(countHook{&commands})
+	limitertest.Run(t, func(t *testing.T) *limitertest.Harness { return realHarness(t, client, newClient, &commands) })
 }
 
 // TestServerClock checks that a store without an injected clock takes its

@@ -26,8 +26,8 @@ type summary struct {
 	head   []int32 // first entry
 	bprev  []int32 // neighbouring buckets, in increasing count; -1 ends it
 	bnext  []int32
-	free   int32 // first free bucket, chained through bnext
-	lowest int32 // the bucket of the smallest counter, -1 when empty
+	free   int32   // first free bucket, chained through bnext
+	lowest int32   // the bucket of the smallest counter, -1 when empty
 	table  []int32 // entry index + 1 by hash, linear probing; 0 is free
 	mask   uint64
 	total  int64
