@@ -83,6 +83,10 @@ type StoreConfig struct {
 	OnError string       `koanf:"on_error"` // allow (default) | deny
 	Memory  MemoryConfig `koanf:"memory"`
 	Redis   RedisConfig  `koanf:"redis"`
+	// TopK is the K of the busiest-key summaries: every key with more than
+	// 1/K of a policy's requests in the window is listed (see the README).
+	// Zero: 500.
+	TopK int `koanf:"top_k"`
 }
 
 // MemoryConfig configures the in-process store.
@@ -627,6 +631,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.Memory.MaxKeys < 0 {
 		bad("store.memory.max_keys", "must be >= 0")
+	}
+	if c.Store.TopK < 0 || c.Store.TopK > 100_000 {
+		bad("store.top_k", "must be from 0 to 100000, got %d", c.Store.TopK)
 	}
 	c.validateTokens(bad)
 	rc := c.Store.Redis

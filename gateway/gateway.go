@@ -191,10 +191,10 @@ func buildStore(cfg StoreConfig) (limiter.Store, error) {
 		return redisstore.New(nil, redisstore.Options{
 			Addrs: rc.Addrs, Cluster: rc.Cluster, MasterName: rc.MasterName,
 			Username: rc.Username, Password: rc.Password, DB: rc.DB, TLS: rc.TLS, TLSCAFile: rc.TLSCAFile,
-			Timeout: rc.Timeout, Prefix: rc.Prefix, BatchInterval: rc.BatchInterval,
+			Timeout: rc.Timeout, Prefix: rc.Prefix, BatchInterval: rc.BatchInterval, TopK: cfg.TopK,
 		})
 	}
-	return memstore.Open(memstore.Options{MaxKeys: cfg.Memory.MaxKeys, Path: cfg.Memory.Path})
+	return memstore.Open(memstore.Options{MaxKeys: cfg.Memory.MaxKeys, Path: cfg.Memory.Path, TopK: cfg.TopK})
 }
 
 // storeFor returns the store that cfg runs on when it replaces prev (nil at
