@@ -49,8 +49,6 @@ type topKeys struct {
 	stop    chan struct{}
 	done    chan struct{}
 	closing sync.Once
-	// flushFails counts background flushes that failed.
-	lastErr error
 }
 
 func (s *Store) startTopKeys(k int) {
@@ -148,11 +146,13 @@ func (tk *topKeys) flush(ctx context.Context) error {
 	})
 	var errs []error
 	for _, j := range jobs {
-		err := s.guard(ctx, func() error {
-			_, err := j.pipe.Exec(ctx)
-			return err
-		})
-		if err != nil {
+		// Best effort, and outside the breaker: a flush must never be the
+		// call that probes a recovering Redis while requests wait.
+		if s.breaker != nil && s.breaker.open() {
+			errs = append(errs, fmt.Errorf("policy %s: %w", j.p.Name, ErrUnavailable))
+			continue
+		}
+		if _, err := j.pipe.Exec(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("policy %s: %w", j.p.Name, err))
 		}
 	}
