@@ -42,6 +42,8 @@ type alerter struct {
 	mu           sync.Mutex
 	alerts       []AlertConfig
 	policyAlerts atomic.Int32         // how many alerts watch a policy: requests skip the lock when none
+	// watching is alerts, read by requests without the lock.
+	watching atomic.Pointer[[]AlertConfig]
 	last         map[string]time.Time // alert + "\x00" + key -> last firing
 	queues       map[string]chan delivery
 	closed       bool // under mu
@@ -81,6 +83,7 @@ func (a *alerter) configure(alerts []AlertConfig) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.alerts = alerts
+	a.watching.Store(&alerts)
 	a.policyAlerts.Store(int32(n))
 	if a.closed {
 		return
@@ -127,21 +130,27 @@ func (a *alerter) fire(cfg AlertConfig, ev AlertEvent) {
 	}
 }
 
-// observe checks the policy alerts against one request's decisions.
+// observe checks the policy alerts against one request's decisions. It
+// reads the alerts without a lock; only a key over a threshold takes the
+// lock, to check the alert's cooldown and queue the event.
 func (a *alerter) observe(e middleware.Event) {
 	if a.policyAlerts.Load() == 0 {
 		return
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := a.now().UTC()
-	for _, cfg := range a.alerts {
+	watching := a.watching.Load()
+	if watching == nil {
+		return
+	}
+	for _, cfg := range *watching {
 		for i, p := range e.Policies {
 			if cfg.Policy != p || i >= len(e.Counts) {
 				continue
 			}
 			if t := threshold(cfg.Share, cfg.Value, e.Limits[i]); e.Counts[i] >= t {
-				a.fire(cfg, AlertEvent{Alert: cfg.Name, Policy: p, Key: e.Keys[i], Value: e.Counts[i], Threshold: t, Time: now})
+				ev := AlertEvent{Alert: cfg.Name, Policy: p, Key: e.Keys[i], Value: e.Counts[i], Threshold: t, Time: a.now().UTC()}
+				a.mu.Lock()
+				a.fire(cfg, ev)
+				a.mu.Unlock()
 			}
 		}
 	}

@@ -2,6 +2,9 @@ package gateway
 
 import (
 	"context"
+	"maps"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +27,43 @@ type metrics struct {
 	reloads         *prometheus.CounterVec
 	alerts          *prometheus.CounterVec
 	connsRefused    prometheus.Counter
+
+	// byPolicy caches each policy's decision counters, so that a request
+	// neither hashes label values nor takes the vector's lock; it is
+	// replaced, never changed, when a policy is first seen.
+	byPolicy   atomic.Pointer[map[string]*decisionCounters]
+	byPolicyMu sync.Mutex
+}
+
+// decisionLabels are the decisions counted per policy, in the order of a
+// decisionCounters.
+var decisionLabels = [...]string{middleware.DecisionAllowed, middleware.DecisionRejected,
+	middleware.DecisionShadowRejected, middleware.DecisionError}
+
+type decisionCounters [len(decisionLabels)]prometheus.Counter
+
+func (m *metrics) policyCounters(policy string) *decisionCounters {
+	if m := m.byPolicy.Load(); m != nil {
+		if c := (*m)[policy]; c != nil {
+			return c
+		}
+	}
+	m.byPolicyMu.Lock()
+	defer m.byPolicyMu.Unlock()
+	next := map[string]*decisionCounters{}
+	if old := m.byPolicy.Load(); old != nil {
+		if c := (*old)[policy]; c != nil {
+			return c
+		}
+		maps.Copy(next, *old)
+	}
+	c := new(decisionCounters)
+	for i, d := range decisionLabels {
+		c[i] = m.decisions.WithLabelValues(policy, d)
+	}
+	next[policy] = c
+	m.byPolicy.Store(&next)
+	return c
 }
 
 func newMetrics() *metrics {
@@ -113,7 +153,19 @@ func (m *metrics) watchStore(store func() limiter.Store) {
 // observe counts one request's decisions.
 func (m *metrics) observe(e middleware.Event) {
 	for i, p := range e.Policies {
-		m.decisions.WithLabelValues(p, e.Decisions[i]).Inc()
+		c := m.policyCounters(p)
+		switch e.Decisions[i] {
+		case middleware.DecisionAllowed:
+			c[0].Inc()
+		case middleware.DecisionRejected:
+			c[1].Inc()
+		case middleware.DecisionShadowRejected:
+			c[2].Inc()
+		case middleware.DecisionError:
+			c[3].Inc()
+		default:
+			m.decisions.WithLabelValues(p, e.Decisions[i]).Inc()
+		}
 	}
 	if e.Err != nil {
 		m.storeErrors.Inc()

@@ -282,6 +282,14 @@ type KeyFlusher interface {
 	FlushKeys(ctx context.Context) error
 }
 
+// KeyRanker is an optional ability of a Store: RankKeys returns up to n of
+// p's keys in the order a listing reads them, by the estimates of the
+// busiest-key summaries, without reading any key's usage. Find it with a
+// type assertion.
+type KeyRanker interface {
+	RankKeys(ctx context.Context, p *Policy, n int) ([]string, error)
+}
+
 // Requests is how many requests u stands for in the window: admitted
 // units plus rejections.
 func (u Usage) Requests() int64 { return u.Count + u.Rejected }

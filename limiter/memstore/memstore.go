@@ -368,3 +368,15 @@ func (s *Store) Close() error {
 	<-s.done
 	return err
 }
+
+// RankKeys implements limiter.KeyRanker.
+func (s *Store) RankKeys(ctx context.Context, p *limiter.Policy, n int) ([]string, error) {
+	now := s.clock().UnixNano()
+	s.top.Flush(now, nil)
+	cands, _ := s.top.Candidates(p, now)
+	keys := make([]string, 0, min(n, len(cands)))
+	for _, c := range cands[:min(n, len(cands))] {
+		keys = append(keys, c.Key)
+	}
+	return keys, nil
+}

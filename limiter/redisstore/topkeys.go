@@ -296,3 +296,26 @@ func (tk *topKeys) mergeSketches(ctx context.Context, keys []string) (int64, err
 	}
 	return sum.Count(), nil
 }
+
+// RankKeys implements limiter.KeyRanker: the first round trips of a
+// listing, without the peeks.
+func (s *Store) RankKeys(ctx context.Context, p *limiter.Policy, n int) ([]string, error) {
+	if err := s.top.flush(ctx); err != nil {
+		return nil, fmt.Errorf("redis rank keys: %w", err)
+	}
+	var cands []topk.Entry
+	err := s.guard(ctx, func() (err error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*s.timeout)
+		defer cancel()
+		cands, _, err = s.top.candidates(ctx, p, n)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis rank keys: %w", err)
+	}
+	keys := make([]string, len(cands))
+	for i, c := range cands {
+		keys[i] = c.Key
+	}
+	return keys, nil
+}
