@@ -76,6 +76,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err != nil || strings.TrimSpace(count) != "2" {
 		t.Fatalf("the key's count shows %q (%v), want 2", count, err)
 	}
+	active, err := chromedp.Run(ctx, chromedp.Text(css("#active-keys")))
+	if err != nil || !strings.Contains(active, "About 1 key active") {
+		t.Fatalf("the active keys show %q (%v), want about 1 key", active, err)
+	}
 	if dir := os.Getenv("SLUICE_SCREENSHOT_DIR"); dir != "" {
 		// Regenerates docs/dashboard.png: SLUICE_SCREENSHOT_DIR=$PWD/../docs go test ./gateway -run DashboardInBrowser
 		h.adminDo("PUT", "/v1/counters/signups", `{"value":42,"min":0,"max":1000}`)

@@ -109,7 +109,17 @@ async function loadPolicies() {
 
 async function loadKeys() {
   if (!state.policy) return;
-  const { keys } = await api("GET", "/v1/policies/" + esc(state.policy) + "/keys?limit=50");
+  const { keys, active_keys } = await api("GET", "/v1/policies/" + esc(state.policy) + "/keys?limit=50");
+  const active = $("#active-keys");
+  active.dataset.count = String(active_keys);
+  active.textContent = "About " + active_keys.toLocaleString("en") + (active_keys === 1 ? " key" : " keys") +
+    " active in the window.";
+  // History is kept for the busiest keys: a key that left them goes back
+  // to the policy's chart.
+  if (state.key && !keys.some((u) => u.key === state.key)) {
+    state.key = "";
+    loadChart().catch(showError);
+  }
   const body = $("#keys tbody");
   body.replaceChildren();
   for (const u of keys) {

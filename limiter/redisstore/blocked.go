@@ -120,3 +120,22 @@ func (c *blockedCache) pending(k blockedKey) int64 {
 	}
 	return 0
 }
+
+// drainPending returns, and forgets, the rejections each entry answered
+// locally since it was last asked, so that they reach Redis without
+// waiting for the key's next call there.
+func (c *blockedCache) drainPending() map[blockedKey]int64 {
+	out := map[blockedKey]int64{}
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			if e.pending > 0 {
+				out[k] += e.pending
+				e.pending = 0
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}

@@ -144,6 +144,20 @@ func (tk *topKeys) flush(ctx context.Context) error {
 		pipe.PExpire(ctx, gw, time.Duration((last+2)*l+int64(p.Window)-now))
 		jobs = append(jobs, job{p, pipe})
 	})
+	if s.blocked != nil {
+		// Rejections answered from the local cache, so that every
+		// process's listing shows the fleet's rejected counts.
+		if pending := s.blocked.drainPending(); len(pending) > 0 {
+			pipe := s.client.Pipeline()
+			for k, n := range pending {
+				p := &limiter.Policy{Name: k.policy, Algorithm: k.algorithm, Window: k.window}
+				name := s.keyName(p, k.key) + ":rej"
+				pipe.IncrBy(ctx, name, n)
+				pipe.PExpire(ctx, name, k.window)
+			}
+			jobs = append(jobs, job{&limiter.Policy{Name: "(rejections)"}, pipe})
+		}
+	}
 	var errs []error
 	for _, j := range jobs {
 		// Best effort, and outside the breaker: a flush must never be the
