@@ -41,12 +41,12 @@ type alerter struct {
 
 	mu           sync.Mutex
 	alerts       []AlertConfig
-	policyAlerts atomic.Int32         // how many alerts watch a policy: requests skip the lock when none
+	policyAlerts atomic.Int32 // how many alerts watch a policy: requests skip the lock when none
 	// watching is alerts, read by requests without the lock.
 	watching atomic.Pointer[[]AlertConfig]
-	last         map[string]time.Time // alert + "\x00" + key -> last firing
-	queues       map[string]chan delivery
-	closed       bool // under mu
+	last     map[string]time.Time // alert + "\x00" + key -> last firing
+	queues   map[string]chan delivery
+	closed   bool // under mu
 
 	ctx     context.Context // ends deliveries on close
 	cancel  context.CancelFunc
