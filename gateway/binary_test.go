@@ -73,8 +73,14 @@ type process struct {
 // startBinary runs the binary and waits for its "sluice listening" line.
 func startBinary(t *testing.T, cfgPath string, env ...string) *process {
 	t.Helper()
-	cmd := exec.Command(sluiceBinary(t), "serve", "-config", cfgPath)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	return startCommand(t, exec.Command(sluiceBinary(t), "serve", "-config", cfgPath), append([]string{"PATH=" + os.Getenv("PATH")}, env...))
+}
+
+// startCommand runs cmd with the environment env and waits for its
+// "sluice listening" line (the config must log JSON).
+func startCommand(t *testing.T, cmd *exec.Cmd, env []string) *process {
+	t.Helper()
+	cmd.Env = env
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +109,7 @@ func startBinary(t *testing.T, cfgPath string, env ...string) *process {
 	select {
 	case <-ready:
 	case err := <-p.done:
+		p.done <- err // for the cleanup
 		t.Fatalf("sluice exited before listening: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("sluice did not start within 10s")
