@@ -85,7 +85,7 @@ func (g *Gateway) serveDecision(w http.ResponseWriter, r *http.Request, f *decis
 	// The proxy listener's path cleaning, so "/open/../api" is charged
 	// as "/api".
 	if !cleanRequestPath(orig) {
-		middleware.WriteJSONError(w, http.StatusBadRequest, "path cannot be normalised (a dot segment behind an escaped slash, a backslash or a ';')")
+		middleware.WriteJSONError(w, http.StatusBadRequest, uncleanPath)
 		return
 	}
 	rt, _ := st.routes.match(orig)

@@ -554,7 +554,7 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 	}
 	// Route matching and the upstream see the same, cleaned path.
 	if !cleanRequestPath(c.Request) {
-		middleware.WriteJSONError(c.Writer, http.StatusBadRequest, "path cannot be normalised (a dot segment behind an escaped slash, a backslash or a ';')")
+		middleware.WriteJSONError(c.Writer, http.StatusBadRequest, uncleanPath)
 		return
 	}
 	var allow []string

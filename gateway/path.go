@@ -6,6 +6,9 @@ import (
 	"strings"
 )
 
+// uncleanPath is the 400 answer to a path that cleanPath refuses.
+const uncleanPath = "path cannot be cleaned: it hides a dot segment (behind %2F, %5C, a backslash, a ';' or a second escape) or holds a NUL"
+
 // cleanPath normalises the escaped request path p so that route matching and
 // the upstream see the same path: it removes dot segments (RFC 3986 5.2.4,
 // with percent-encoded dots decoded first as 6.2.2.2 allows, so "%2e%2e" is

@@ -172,13 +172,19 @@ func IP(resolver *IPResolver) KeySource {
 }
 
 // Header is the KeySource of a request header; a header sent more than
-// once is ambiguous.
+// once is ambiguous, and so is a request that sends its spelling with
+// underscores for dashes (X_API_Key for X-API-Key), which CGI-style
+// upstreams read as the same header.
 func Header(name string) KeySource {
 	name = http.CanonicalHeaderKey(name)
+	alias := ""
+	if strings.Contains(name, "-") {
+		alias = http.CanonicalHeaderKey(strings.ReplaceAll(name, "-", "_"))
+	}
 	return func(r *http.Request) (string, bool) {
 		v := r.Header[name]
 		switch {
-		case len(v) > 1:
+		case len(v) > 1 || (alias != "" && len(r.Header[alias]) > 0):
 			return "", true
 		case len(v) == 0 || v[0] == "":
 			return "", false

@@ -339,7 +339,7 @@ func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func()
 			return false, DecisionMissingKey
 		}
 		if key == "" {
-			WriteJSONError(w, http.StatusBadRequest, "ambiguous rate-limit key for policy "+rule.Policy.Name+": a header, query parameter or cookie it is read from appears more than once")
+			WriteJSONError(w, http.StatusBadRequest, "ambiguous rate-limit key for policy "+rule.Policy.Name+": the header, query parameter or cookie it is read from is repeated (or, for a header, also sent with underscores for dashes)")
 			return false, DecisionAmbiguousKey
 		}
 		reqs = append(reqs, limiter.Request{Policy: rule.Policy, Key: key, Cost: 1})

@@ -440,6 +440,7 @@ func testAmbiguousKeys(t *testing.T, wrap Wrap) {
 		{"header twice", "/", func(r *http.Request) { r.Header.Add("X-API-Key", "a"); r.Header.Add("X-API-Key", "b") }},
 		{"header twice, the first empty", "/", func(r *http.Request) { r.Header.Add("X-API-Key", ""); r.Header.Add("X-API-Key", "b") }},
 		{"header twice, the same value", "/", func(r *http.Request) { r.Header.Add("X-API-Key", "a"); r.Header.Add("X-API-Key", "a") }},
+		{"header beside its underscore spelling", "/", func(r *http.Request) { r.Header.Add("X-API-Key", "a"); r.Header["X_api_key"] = []string{"b"} }},
 		{"query twice", "/?key=a&key=b", nil},
 		{"query with a semicolon", "/?key=a;key=b", nil},
 		{"query with a bad escape", "/?key=a&x=%zz", nil},
