@@ -38,10 +38,16 @@ func newBodyUpstream(t *testing.T) *bodyUpstream {
 }
 
 func bodyConfig(upstream, server string) string {
+	return bodyConfigOn(upstream, server, "fast")
+}
+
+// bodyConfigOn is bodyConfig with the given upstream_transport.
+func bodyConfigOn(upstream, server, transport string) string {
 	return fmt.Sprintf(`
 listen: "127.0.0.1:0"
 admin: { listen: "127.0.0.1:0", token: "secret" }
 log: { access: false }
+upstream_transport: %s
 server: %s
 routes:
   - name: api
@@ -50,7 +56,7 @@ routes:
   - name: static
     match: { path_prefix: /static }
     respond: { body: "static\n" }
-`, server, upstream)
+`, transport, server, upstream)
 }
 
 // dial opens a raw connection to the proxy listener with an overall
@@ -81,8 +87,17 @@ func readResponse(t *testing.T, conn net.Conn) (*http.Response, string) {
 // 400, not 502, and not counted as an upstream exchange.
 func TestMalformedBodyIsAClientError(t *testing.T) {
 	t.Parallel()
+	for _, transport := range []string{"fast", "standard"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			testMalformedBody(t, transport)
+		})
+	}
+}
+
+func testMalformedBody(t *testing.T, transport string) {
 	up := newBodyUpstream(t)
-	h := startGateway(t, bodyConfig(up.URL, "{}"))
+	h := startGateway(t, bodyConfigOn(up.URL, "{}", transport))
 	for _, tc := range []struct{ name, head, body string }{
 		{"chunk size overflows", "Transfer-Encoding: chunked", "ffffffffffffffffffff1\r\nx\r\n0\r\n\r\n"},
 		{"chunk size not hex", "Transfer-Encoding: chunked", "zz\r\nx\r\n0\r\n\r\n"},
@@ -126,8 +141,17 @@ func TestMalformedBodyIsAClientError(t *testing.T) {
 // upstream request; a body sent at a fair pace, or fast, goes through.
 func TestSlowBodies(t *testing.T) {
 	t.Parallel()
+	for _, transport := range []string{"fast", "standard"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			testSlowBodies(t, transport)
+		})
+	}
+}
+
+func testSlowBodies(t *testing.T, transport string) {
 	up := newBodyUpstream(t)
-	h := startGateway(t, bodyConfig(up.URL, "{ body_idle_timeout: 400ms, body_min_rate: 1000 }"))
+	h := startGateway(t, bodyConfigOn(up.URL, "{ body_idle_timeout: 400ms, body_min_rate: 1000 }", transport))
 
 	t.Run("stalled body", func(t *testing.T) {
 		conn := dial(t, h)
