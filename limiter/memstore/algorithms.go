@@ -6,9 +6,9 @@ import (
 	"github.com/sluice-gateway/sluice/limiter"
 )
 
-// The algorithms below work on one entry, under its shard's lock, with
-// times in nanoseconds. They mirror the Lua scripts of limiter/redisstore;
-// the conformance suite in limiter/limitertest holds both to one behaviour.
+// The state of one entry, kept under its shard's lock, with times in
+// nanoseconds. The decisions are limiter's (Window, Log, Fixed, Cell): this
+// file only loads and saves the state.
 
 // slidingWindow keeps Buckets+1 sub-window counts in a ring; the
 // arithmetic is limiter.Window's.
@@ -76,16 +76,17 @@ func (w *slidingWindow) refund(p *limiter.Policy, c limiter.Charge) {
 	}
 }
 
-// slidingLog keeps (time, units) pairs of admissions inside the window.
+// slidingLog keeps (time, units) pairs of admissions inside the window;
+// the arithmetic is limiter.Log's.
 type slidingLog struct {
 	times []int64
 	units []int64
 	total int64
 }
 
-func (l *slidingLog) trim(now, window int64) {
+func (l *slidingLog) trim(now int64, lg limiter.Log) {
 	i := 0
-	for i < len(l.times) && l.times[i] <= now-window {
+	for i < len(l.times) && !lg.Inside(l.times[i], now) {
 		l.total -= l.units[i]
 		i++
 	}
@@ -95,11 +96,18 @@ func (l *slidingLog) trim(now, window int64) {
 	}
 }
 
+func (l *slidingLog) newest() int64 {
+	if n := len(l.times); n > 0 {
+		return l.times[n-1]
+	}
+	return 0
+}
+
 func (l *slidingLog) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
-	window := int64(p.Window)
-	l.trim(now, window)
+	lg := limiter.LogOf(p, time.Nanosecond)
+	l.trim(now, lg)
 	d := limiter.Decision{Limit: limit}
-	if l.total+cost <= limit {
+	if lg.Fits(l.total, limit, cost) {
 		if n := len(l.times); n > 0 && l.times[n-1] == now {
 			l.units[n-1] += cost
 		} else {
@@ -109,32 +117,18 @@ func (l *slidingLog) allow(now int64, p *limiter.Policy, limit, cost int64) limi
 		l.total += cost
 		d.Allowed = true
 		d.Charge = limiter.Charge{Cost: cost, At: now}
-	} else if cost > limit {
-		d.RetryAfter = p.Window
 	} else {
-		// Enough of the oldest entries must leave the window.
-		need, i := l.total+cost-limit, 0
-		for ; i < len(l.times)-1 && need > l.units[i]; i++ {
-			need -= l.units[i]
-		}
-		d.RetryAfter = time.Duration(l.times[i] + window - now)
+		d.RetryAfter = lg.RetryAfter(l.times, l.units, l.total, now, limit, cost)
 	}
-	l.fill(&d, now, window, limit)
+	lg.Fill(&d, l.total, l.newest(), now, limit)
 	return d
 }
 
-func (l *slidingLog) fill(d *limiter.Decision, now, window, limit int64) {
-	d.Count = l.total
-	d.Remaining = max(0, limit-l.total)
-	if n := len(l.times); n > 0 {
-		d.ResetAfter = time.Duration(l.times[n-1] + window - now)
-	}
-}
-
 func (l *slidingLog) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
-	l.trim(now, int64(p.Window))
+	lg := limiter.LogOf(p, time.Nanosecond)
+	l.trim(now, lg)
 	d := limiter.Decision{Limit: limit}
-	l.fill(&d, now, int64(p.Window), limit)
+	lg.Fill(&d, l.total, l.newest(), now, limit)
 	return d
 }
 
@@ -149,100 +143,61 @@ func (l *slidingLog) refund(c limiter.Charge) {
 	}
 }
 
-// fixedWindow counts units in the window aligned to a multiple of Window.
+// fixedWindow counts units in the window that started at start; the
+// arithmetic is limiter.Fixed's.
 type fixedWindow struct {
 	start, count int64
 }
 
-func (f *fixedWindow) roll(now, window int64) {
-	if start := now - now%window; start != f.start {
+func (f *fixedWindow) roll(now int64, fw limiter.Fixed) {
+	if start := fw.Start(now); start != f.start {
 		f.start, f.count = start, 0
 	}
 }
 
 func (f *fixedWindow) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
-	window := int64(p.Window)
-	f.roll(now, window)
-	d := limiter.Decision{Limit: limit}
-	if f.count+cost <= limit {
+	fw := limiter.FixedOf(p, time.Nanosecond)
+	f.roll(now, fw)
+	d := fw.Decide(f.count, now, limit, cost)
+	if d.Allowed {
 		f.count += cost
-		d.Allowed = true
-		d.Charge = limiter.Charge{Cost: cost, At: now}
-	} else {
-		d.RetryAfter = time.Duration(f.start + window - now)
-		if cost > limit {
-			d.RetryAfter = p.Window
-		}
 	}
-	f.fill(&d, now, window, limit)
 	return d
 }
 
-func (f *fixedWindow) fill(d *limiter.Decision, now, window, limit int64) {
-	d.Count = f.count
-	d.Remaining = max(0, limit-f.count)
-	if f.count > 0 {
-		d.ResetAfter = time.Duration(f.start + window - now)
-	}
-}
-
 func (f *fixedWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
-	f.roll(now, int64(p.Window))
+	fw := limiter.FixedOf(p, time.Nanosecond)
+	f.roll(now, fw)
 	d := limiter.Decision{Limit: limit}
-	f.fill(&d, now, int64(p.Window), limit)
+	fw.Fill(&d, f.count, now, limit)
 	return d
 }
 
 func (f *fixedWindow) refund(p *limiter.Policy, c limiter.Charge) {
-	if c.At-c.At%int64(p.Window) == f.start {
+	if limiter.FixedOf(p, time.Nanosecond).Start(c.At) == f.start {
 		f.count = max(0, f.count-c.Cost)
 	}
 }
 
-// gcra keeps the theoretical arrival time of the next unit.
+// gcra keeps the theoretical arrival time of the next unit; the arithmetic
+// is limiter.Cell's.
 type gcra struct {
 	tat int64
 }
 
-func gcraParams(p *limiter.Policy, key string, limit int64) (interval, burst int64) {
-	return int64(p.Window) / limit, p.BurstFor(key)
-}
-
 func (g *gcra) allow(now int64, p *limiter.Policy, key string, limit, cost int64) limiter.Decision {
-	interval, burst := gcraParams(p, key, limit)
-	tat := max(g.tat, now)
-	newTat := tat + interval*cost
-	allowAt := newTat - interval*burst
-	d := limiter.Decision{Limit: limit}
-	if now >= allowAt {
-		g.tat = newTat
-		d.Allowed = true
-		d.Charge = limiter.Charge{Cost: cost, At: now}
-	} else {
-		d.RetryAfter = time.Duration(allowAt - now)
-		if cost > burst {
-			d.RetryAfter = p.Window
-		}
-	}
-	g.fill(&d, now, interval, burst)
+	var d limiter.Decision
+	g.tat, d = limiter.CellOf(p, key, limit, time.Nanosecond).Decide(g.tat, now, cost)
+	d.Limit = limit
 	return d
 }
 
-func (g *gcra) fill(d *limiter.Decision, now, interval, burst int64) {
-	used := max(0, g.tat-now)
-	d.Count = (used + interval - 1) / interval
-	d.Remaining = max(0, burst-d.Count)
-	d.ResetAfter = time.Duration(used)
-}
-
 func (g *gcra) peek(now int64, p *limiter.Policy, key string, limit int64) limiter.Decision {
-	interval, burst := gcraParams(p, key, limit)
 	d := limiter.Decision{Limit: limit}
-	g.fill(&d, now, interval, burst)
+	limiter.CellOf(p, key, limit, time.Nanosecond).Fill(&d, g.tat, now)
 	return d
 }
 
 func (g *gcra) refund(now int64, p *limiter.Policy, key string, limit int64, c limiter.Charge) {
-	interval, _ := gcraParams(p, key, limit)
-	g.tat = max(now, g.tat-interval*c.Cost)
+	g.tat = limiter.CellOf(p, key, limit, time.Nanosecond).Refund(g.tat, now, c.Cost)
 }

@@ -14,10 +14,10 @@
 // One shape of operation: every call, whatever the algorithm, goes through
 // the pipelining batcher (batch.go) with its caller's context, so a
 // deadline or a cancellation ends the wait, and a call withdrawn before it
-// was sent charges nothing. sliding_window runs on plain pipelined commands
-// with limiter.Window's arithmetic (window.go): one round trip when
-// admitted, two when rejected. sliding_log, fixed_window and gcra run one
-// Lua script by SHA: one round trip either way. Keys over their limit are
+// was sent charges nothing. sliding_window and fixed_window run on plain
+// pipelined commands with limiter.Window's and limiter.Fixed's arithmetic
+// (window.go, fixed.go): one round trip when admitted, two when rejected.
+// sliding_log and gcra run one Lua script by SHA: one round trip either way. Keys over their limit are
 // answered locally until their retry-after (blocked.go), and circuit
 // breakers, one per cluster master, keep a dead Redis from costing every
 // request a timeout (breaker.go). Batched mode trades exactness for
@@ -467,8 +467,8 @@ type call struct {
 	args   []any
 }
 
-// scriptCall builds the script call of the sliding_log, fixed_window and
-// gcra algorithms.
+// scriptCall builds the script call of the sliding_log and gcra
+// algorithms.
 func (s *Store) scriptCall(p *limiter.Policy, key, storeKey string, limit, cost int64, charge bool, nowUS int64, id string) call {
 	name := s.keyName(p, storeKey)
 	keys := []string{name, name + ":rej"}
@@ -481,10 +481,8 @@ func (s *Store) scriptCall(p *limiter.Policy, key, storeKey string, limit, cost 
 	switch p.Algorithm {
 	case limiter.SlidingLog:
 		return call{slidingLogScript, keys, []any{nowUS, winUS, limit, cost, mode, p.Window.Milliseconds() + 1000, winMS, id, us(nowUS - winUS)}}
-	case limiter.GCRA:
-		return call{gcraScript, keys, []any{us(nowUS), gcraInterval(p, limit), p.BurstFor(key), cost, mode, winMS, winUS}}
 	default:
-		return call{fixedWindowScript, keys, []any{nowUS, winUS, limit, cost, mode, winMS, us(nowUS - nowUS%winUS)}}
+		return call{gcraScript, keys, []any{us(nowUS), gcraInterval(p, limit), p.BurstFor(key), cost, mode, winMS, winUS}}
 	}
 }
 
@@ -543,8 +541,11 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	storeKey := limiter.StoreKey(key)
 	limit := p.LimitFor(key)
 	now := s.clock().UnixNano()
-	if p.Algorithm == limiter.SlidingWindow {
+	switch p.Algorithm {
+	case limiter.SlidingWindow:
 		return s.allowWindow(ctx, p, storeKey, limit, cost, now)
+	case limiter.FixedWindow:
+		return s.allowFixed(ctx, p, storeKey, limit, cost, now)
 	}
 	nowUS := now / 1000
 	var id string
@@ -598,8 +599,8 @@ func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c lim
 		}
 		return nil
 	case limiter.FixedWindow:
-		atUS, winUS := c.At/1000, p.Window.Microseconds()
-		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{"c", c.Cost, us(atUS - atUS%winUS)}}}
+		start := limiter.FixedOf(p, time.Microsecond).Start(c.At / 1000)
+		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(start), c.Cost, ""}}}
 	case limiter.GCRA:
 		sc = &scriptOp{c: call{gcraRefundScript, []string{name}, []any{us(s.clock().UnixMicro()), gcraInterval(p, p.LimitFor(key)), c.Cost}}}
 	default:
@@ -634,8 +635,11 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, limit int64) (limiter.Usage, error) {
 	u := limiter.Usage{Key: storeKey, Limit: limit}
 	now := s.clock().UnixNano()
-	if p.Algorithm == limiter.SlidingWindow {
+	switch p.Algorithm {
+	case limiter.SlidingWindow:
 		return s.peekWindow(ctx, p, storeKey, limit, now)
+	case limiter.FixedWindow:
+		return s.peekFixed(ctx, p, storeKey, limit, now)
 	}
 	o := &scriptOp{c: s.scriptCall(p, storeKey, storeKey, limit, 1, false, now/1000, "")}
 	if err := s.batch.do(ctx, o); err != nil {

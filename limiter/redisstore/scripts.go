@@ -53,37 +53,8 @@ if #last == 2 and count > 0 then reset = math.max(0, tonumber(last[2]) + w - now
 return {allowed, count, math.max(0, limit - count), reset, retry, rejected}
 `)
 
-// fixedWindowScript: KEYS = {hash, rej}; ARGV = {now_us, window_us, limit,
-// cost, mode, window_ms, window_start_us}.
-var fixedWindowScript = redis.NewScript(`
-local now, w = tonumber(ARGV[1]), tonumber(ARGV[2])
-local limit, cost, charge = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local start = tonumber(ARGV[7])
-local h = redis.call('HMGET', KEYS[1], 's', 'c')
-local count = 0
-if tonumber(h[1]) == start then count = tonumber(h[2]) end
-local rejected = tonumber(redis.call('GET', KEYS[2]) or '0')
-local allowed, retry = 0, 0
-if charge then
-  if count + cost <= limit then
-    allowed = 1
-    count = count + cost
-    redis.call('HSET', KEYS[1], 's', ARGV[7], 'c', count)
-    redis.call('PEXPIRE', KEYS[1], math.ceil((start + w - now) / 1000) + 1)
-  else
-    rejected = redis.call('INCR', KEYS[2])
-    redis.call('PEXPIRE', KEYS[2], ARGV[6])
-    retry = start + w - now
-    if cost > limit then retry = w end
-  end
-end
-local reset = 0
-if count > 0 then reset = start + w - now end
-return {allowed, count, math.max(0, limit - count), reset, retry, rejected}
-`)
-
-// refundWindowScript takes cost back from one field of a hash:
-// KEYS = {hash}; ARGV = {field, cost, expected_start (fixed window) or ”}.
+// refundWindowScript takes cost back from one field of a hash, if the
+// field is still there: KEYS = {hash}; ARGV = {field, cost, ”}.
 var refundWindowScript = redis.NewScript(`
 if ARGV[3] ~= '' then
   if redis.call('HGET', KEYS[1], 's') ~= ARGV[3] then return 0 end
@@ -143,4 +114,4 @@ end
 return 1
 `)
 
-var allScripts = []*redis.Script{gcraScript, slidingLogScript, fixedWindowScript, refundWindowScript, gcraRefundScript}
+var allScripts = []*redis.Script{gcraScript, slidingLogScript, refundWindowScript, gcraRefundScript}
