@@ -38,7 +38,7 @@ func TestBatcherWithdrawsQueuedCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fp.Close()
-	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2})
+	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ContextTimeoutEnabled: true})
 	defer client.Close()
 	s, err := New(client, Options{Clock: time.Now, Timeout: 2 * time.Second})
 	if err != nil {
@@ -55,7 +55,7 @@ func TestBatcherWithdrawsQueuedCalls(t *testing.T) {
 	first := &recordingOp{key: "first"}
 	firstDone := make(chan error, 1)
 	go func() { firstDone <- b.do(context.Background(), first) }()
-	for fp.Held() == 0 {
+	for first.queued.Load() == 0 || fp.Held() == 0 {
 		time.Sleep(time.Millisecond) // until the first flush is on the wire
 	}
 
