@@ -16,9 +16,12 @@
 // deadline or a cancellation ends the wait, and a call withdrawn before it
 // was sent charges nothing. sliding_window and fixed_window run on plain
 // pipelined commands with limiter.Window's and limiter.Fixed's arithmetic
-// (window.go, fixed.go): one round trip when admitted, two when rejected.
-// sliding_log and gcra run one Lua script by SHA: one round trip either way. Keys over their limit are
-// answered locally until their retry-after (blocked.go), and circuit
+// (window.go, fixed.go): one round trip when admitted, two when rejected;
+// sliding_log too, with limiter.Log's (log.go). gcra runs one Lua script by
+// SHA, one round trip either way: its arithmetic (limiter.Cell's) needs
+// max(tat, now) read and written at once, which plain commands cannot do.
+// Keys over their limit are answered locally until their retry-after
+// (blocked.go), and circuit
 // breakers, one per cluster master, keep a dead Redis from costing every
 // request a timeout (breaker.go). Batched mode trades exactness for
 // throughput (batched.go).
@@ -467,23 +470,15 @@ type call struct {
 	args   []any
 }
 
-// scriptCall builds the script call of the sliding_log and gcra
-// algorithms.
-func (s *Store) scriptCall(p *limiter.Policy, key, storeKey string, limit, cost int64, charge bool, nowUS int64, id string) call {
+// gcraCall builds the call of the gcra script.
+func (s *Store) gcraCall(p *limiter.Policy, key, storeKey string, limit, cost int64, charge bool, nowUS int64) call {
 	name := s.keyName(p, storeKey)
-	keys := []string{name, name + ":rej"}
 	mode := "0"
 	if charge {
 		mode = "1"
 	}
-	winUS := p.Window.Microseconds()
 	winMS := strconv.FormatInt(max(1, p.Window.Milliseconds()), 10)
-	switch p.Algorithm {
-	case limiter.SlidingLog:
-		return call{slidingLogScript, keys, []any{nowUS, winUS, limit, cost, mode, p.Window.Milliseconds() + 1000, winMS, id, us(nowUS - winUS)}}
-	default:
-		return call{gcraScript, keys, []any{us(nowUS), gcraInterval(p, limit), p.BurstFor(key), cost, mode, winMS, winUS}}
-	}
+	return call{gcraScript, []string{name, name + ":rej"}, []any{us(nowUS), gcraInterval(p, limit), p.BurstFor(key), cost, mode, winMS, p.Window.Microseconds()}}
 }
 
 // gcraInterval is the emission interval of a gcra key, in microseconds.
@@ -546,13 +541,11 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		return s.allowWindow(ctx, p, storeKey, limit, cost, now)
 	case limiter.FixedWindow:
 		return s.allowFixed(ctx, p, storeKey, limit, cost, now)
+	case limiter.SlidingLog:
+		return s.allowLog(ctx, p, storeKey, limit, cost, now)
 	}
 	nowUS := now / 1000
-	var id string
-	if p.Algorithm == limiter.SlidingLog {
-		id = s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
-	}
-	o := &scriptOp{c: s.scriptCall(p, key, storeKey, limit, cost, true, nowUS, id)}
+	o := &scriptOp{c: s.gcraCall(p, key, storeKey, limit, cost, true, nowUS)}
 	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, err)
 	}
@@ -564,7 +557,7 @@ func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		return d, err
 	}
 	if d.Allowed {
-		d.Charge = limiter.Charge{Cost: cost, At: nowUS * 1000, ID: id}
+		d.Charge = limiter.Charge{Cost: cost, At: nowUS * 1000}
 	}
 	return d, nil
 }
@@ -586,8 +579,8 @@ func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	switch p.Algorithm {
 	case limiter.SlidingLog:
 		members := make([]any, c.Cost)
-		for i := range members {
-			members[i] = c.ID + ":" + strconv.Itoa(i+1)
+		for i, m := range logMembers(c.ID, c.Cost) {
+			members[i] = m
 		}
 		var zrem *redis.IntCmd
 		o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { zrem = pipe.ZRem(ctx, name, members...) }}
@@ -600,11 +593,11 @@ func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c lim
 		return nil
 	case limiter.FixedWindow:
 		start := limiter.FixedOf(p, time.Microsecond).Start(c.At / 1000)
-		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(start), c.Cost, ""}}}
+		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(start), c.Cost}}}
 	case limiter.GCRA:
 		sc = &scriptOp{c: call{gcraRefundScript, []string{name}, []any{us(s.clock().UnixMicro()), gcraInterval(p, p.LimitFor(key)), c.Cost}}}
 	default:
-		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(c.At / 1000 / p.BucketSize().Microseconds()), c.Cost, ""}}}
+		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(c.At / 1000 / p.BucketSize().Microseconds()), c.Cost}}}
 	}
 	if err := s.batch.do(ctx, sc); err != nil {
 		return fmt.Errorf("redis refund: %w", err)
@@ -640,8 +633,10 @@ func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, li
 		return s.peekWindow(ctx, p, storeKey, limit, now)
 	case limiter.FixedWindow:
 		return s.peekFixed(ctx, p, storeKey, limit, now)
+	case limiter.SlidingLog:
+		return s.peekLog(ctx, p, storeKey, limit, now)
 	}
-	o := &scriptOp{c: s.scriptCall(p, storeKey, storeKey, limit, 1, false, now/1000, "")}
+	o := &scriptOp{c: s.gcraCall(p, storeKey, storeKey, limit, 1, false, now/1000)}
 	if err := s.batch.do(ctx, o); err != nil {
 		return u, err
 	}

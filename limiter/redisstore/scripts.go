@@ -3,62 +3,18 @@ package redisstore
 import "github.com/redis/go-redis/v9"
 
 // The scripts take time from ARGV (microseconds, from the store's clock,
-// which is calibrated against the server's TIME). Every script touches the keys of one hash slot: a
-// limiter key and its ":rej" companion share a hash tag.
+// which is calibrated against the server's TIME). Every script touches the
+// keys of one hash slot: a limiter key and its ":rej" companion share a
+// hash tag. Times in microseconds need 16 digits: Lua's numbers (doubles)
+// hold them exactly, and the scripts write them with %d, never with
+// tostring (which would round them to 14 digits).
 //
-// Return shape of the limiter scripts:
+// Return shape of the gcra script:
 //   {allowed (0|1), count, remaining, reset_after_us, retry_after_us, rejected}
 
-// Numbers that need more than 14 digits (times in microseconds) are passed
-// in as strings built by Go and never formatted by Lua.
-
-// slidingLogScript: KEYS = {zset, rej}; ARGV = {now_us, window_us, limit,
-// cost, mode, ttl_ms, window_ms, member_prefix, now_us - window_us}. One
-// member per unit, scored by its time. The first write of each branch is
-// one that Redis refuses when it is out of memory (ZADD, INCR): a script
-// may go on writing past maxmemory once it has written.
-var slidingLogScript = redis.NewScript(`
-local now, w = tonumber(ARGV[1]), tonumber(ARGV[2])
-local limit, cost, charge = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-local after = '(' .. ARGV[9]
-local count = redis.call('ZCOUNT', KEYS[1], after, '+inf')
-local rejected = tonumber(redis.call('GET', KEYS[2]) or '0')
-local allowed, retry = 0, 0
-if charge then
-  if count + cost <= limit then
-    allowed = 1
-    local args = {}
-    for i = 1, cost do
-      args[#args + 1] = ARGV[1]
-      args[#args + 1] = ARGV[8] .. ':' .. i
-    end
-    redis.call('ZADD', KEYS[1], unpack(args))
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[9])
-    redis.call('PEXPIRE', KEYS[1], ARGV[6])
-    count = count + cost
-  else
-    rejected = redis.call('INCR', KEYS[2])
-    redis.call('PEXPIRE', KEYS[2], ARGV[7])
-    retry = w
-    if cost <= limit then
-      local need = count + cost - limit
-      local e = redis.call('ZRANGEBYSCORE', KEYS[1], after, '+inf', 'WITHSCORES', 'LIMIT', need - 1, 1)
-      if #e == 2 then retry = tonumber(e[2]) + w - now end
-    end
-  end
-end
-local reset = 0
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if #last == 2 and count > 0 then reset = math.max(0, tonumber(last[2]) + w - now) end
-return {allowed, count, math.max(0, limit - count), reset, retry, rejected}
-`)
-
 // refundWindowScript takes cost back from one field of a hash, if the
-// field is still there: KEYS = {hash}; ARGV = {field, cost, ”}.
+// field is still there: KEYS = {hash}; ARGV = {field, cost}.
 var refundWindowScript = redis.NewScript(`
-if ARGV[3] ~= '' then
-  if redis.call('HGET', KEYS[1], 's') ~= ARGV[3] then return 0 end
-end
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local n = math.max(0, tonumber(v) - tonumber(ARGV[2]))
@@ -114,4 +70,4 @@ end
 return 1
 `)
 
-var allScripts = []*redis.Script{gcraScript, slidingLogScript, refundWindowScript, gcraRefundScript}
+var allScripts = []*redis.Script{gcraScript, refundWindowScript, gcraRefundScript}
