@@ -203,3 +203,35 @@ func TestTransportConfig(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkProxyTransports: BenchmarkProxy's no-policy case on each
+// transport (client, gateway and upstream in one process).
+//
+//	go test ./gateway -run '^$' -bench ProxyTransports -benchmem
+func BenchmarkProxyTransports(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello from the upstream\n")
+	}))
+	defer up.Close()
+	for _, tr := range []string{"fast", "standard"} {
+		b.Run(tr, func(b *testing.B) {
+			cfg := "upstream_transport: " + tr + "\nlisten: \"127.0.0.1:0\"\nadmin: { listen: \"127.0.0.1:0\", token: x }\nlog: { access: false }\n" +
+				"routes:\n  - { name: up, match: { path_prefix: / }, upstream: { url: \"" + up.URL + "\" } }\n"
+			h := startGateway(b, cfg)
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Get(h.proxy + "/x")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}

@@ -657,3 +657,37 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRoundTrip: one small GET per op through each transport to a
+// loopback upstream, in parallel, with allocations.
+//
+//	go test ./gateway/internal/upstream -run '^$' -bench RoundTrip -benchmem
+func BenchmarkRoundTrip(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello from the upstream\n")
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"fast", &Transport{}},
+		{"standard", &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					req, _ := http.NewRequest("GET", srv.URL+"/x", nil)
+					resp, err := tc.rt.RoundTrip(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
+}
