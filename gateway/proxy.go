@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-gateway/sluice/gateway/internal/upstream"
 	"github.com/sluice-gateway/sluice/middleware"
 )
 
@@ -115,6 +116,7 @@ func (g *Gateway) transportFor(timeout time.Duration) *http.Transport {
 	if !ok {
 		t = newTransport()
 		t.ResponseHeaderTimeout = timeout
+		t.MaxResponseHeaderBytes = upstream.DefaultMaxResponseHeaderBytes // as the fast transport's
 		g.transports[timeout] = t
 	}
 	return t

@@ -34,11 +34,12 @@ func (g *Gateway) roundTripperFor(up *UpstreamConfig) http.RoundTripper {
 	t, ok := g.fast[up.Timeout]
 	if !ok {
 		t = &upstream.Transport{
-			DialTimeout:           dialTimeout,
-			ResponseHeaderTimeout: up.Timeout,
-			IdleTimeout:           std.IdleConnTimeout,
-			MaxIdlePerHost:        std.MaxIdleConnsPerHost,
-			Fallback:              std,
+			DialTimeout:            dialTimeout,
+			ResponseHeaderTimeout:  up.Timeout,
+			IdleTimeout:            std.IdleConnTimeout,
+			MaxIdlePerHost:         std.MaxIdleConnsPerHost,
+			MaxResponseHeaderBytes: std.MaxResponseHeaderBytes,
+			Fallback:               std,
 		}
 		g.fast[up.Timeout] = t
 	}

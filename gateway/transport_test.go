@@ -235,3 +235,48 @@ func BenchmarkProxyTransports(b *testing.B) {
 		})
 	}
 }
+
+// TestProxyFraming: answers whose framing the transports must get right,
+// through the whole gateway, on both.
+func TestProxyFraming(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr string) {
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/trailers":
+				w.Header().Set("Trailer", "X-Sum")
+				_, _ = io.WriteString(w, "abc")
+				w.(http.Flusher).Flush()
+				w.Header().Set("X-Sum", "42")
+			case "/head":
+				w.Header().Set("Content-Length", "1000")
+			case "/bighead":
+				w.Header().Set("X-Big", strings.Repeat("a", 2<<20))
+			}
+		}))
+		t.Cleanup(up.Close)
+		h := startGateway(t, withTransport(tr, proxyConfig(up.URL, "{ backend: memory }")))
+
+		resp, err := h.client.Get(h.proxy + "/api/trailers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "abc" || resp.Trailer.Get("X-Sum") != "42" {
+			t.Fatalf("trailers: body %q, trailer %q; want abc and 42", b, resp.Trailer.Get("X-Sum"))
+		}
+
+		// Over the limit of response head bytes (1 MiB on both).
+		resp, body := h.get("/api/bighead")
+		wantJSONError(t, resp, body, 502)
+
+		for range 3 { // HEAD leaves nothing on the connection for the next one
+			resp, body := h.do("HEAD", h.proxy+"/api/head", "")
+			if resp.StatusCode != 200 || resp.ContentLength != 1000 || body != "" {
+				t.Fatalf("HEAD: %d, length %d, body %q", resp.StatusCode, resp.ContentLength, body)
+			}
+			resp, body = h.get("/api/users")
+			wantStatus(t, resp, body, 200)
+		}
+	})
+}
