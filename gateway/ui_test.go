@@ -162,17 +162,20 @@ func checkInt64Exact(t *testing.T, ctx context.Context, h *harness) {
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(css(`#counters tr[data-counter="near"]`)), chromedp.WaitVisible(css(`#counters tr[data-counter="huge"]`))); err != nil {
 		t.Fatalf("waiting for the big counters: %v", err)
 	}
+	// The table is redrawn every 2 seconds: read it in one script.
 	for name, want := range map[string]string{"huge": "9223372036854775806", "near": "9007199254740993"} {
-		got, err := chromedp.Run(ctx, chromedp.Text(css(`#counters tr[data-counter="`+name+`"] td.value`)))
-		if err != nil || strings.TrimSpace(got) != want {
-			t.Fatalf("%s shows %q (%v), want %s", name, got, err, want)
+		shown := `document.querySelector('#counters tr[data-counter="` + name + `"] td.value').textContent`
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](shown+` === "`+want+`"`, chromedp.WithPollingTimeout(5*time.Second))); err != nil {
+			got, _ := chromedp.Run(ctx, chromedp.Evaluate[string](shown))
+			t.Fatalf("%s shows %q, want %s", name, got, want)
 		}
 	}
 	for name, want := range map[string]string{
 		"huge": `{"name":"huge","value":0,"min":-9223372036854775808,"max":9223372036854775807}`,
 		"near": `{"name":"near","value":0,"min":null,"max":9007199254740993}`,
 	} {
-		if err := chromedp.Do(ctx, chromedp.Click(css(`#counters tr[data-counter="`+name+`"] button[data-action="reset-counter"]`))); err != nil {
+		click := `document.querySelector('#counters tr[data-counter="` + name + `"] button[data-action="reset-counter"]').click()`
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](click)); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(10 * time.Second)
