@@ -33,6 +33,7 @@ import (
 	"github.com/sluice-gateway/sluice/limiter/memstore"
 	"github.com/sluice-gateway/sluice/limiter/redisstore"
 	"github.com/sluice-gateway/sluice/middleware"
+	"github.com/sluice-gateway/sluice/rls"
 )
 
 // Options configure a Gateway.
@@ -103,6 +104,7 @@ type state struct {
 	ip       *middleware.IPResolver
 	// decisionIP finds the client of a call to the decision endpoint.
 	decisionIP *middleware.IPResolver
+	rls        *rls.Table // Envoy rate limit descriptors to policies
 }
 
 // New loads the config and builds a Gateway; Start opens its listeners.

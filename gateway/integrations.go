@@ -8,15 +8,22 @@ import (
 	"net/http"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/middleware"
+	"github.com/sluice-gateway/sluice/rls"
 )
 
 // integrations are the listeners through which other proxies ask Sluice
-// for decisions: the HTTP decision endpoint (decision.listen). Each is off
-// when its address is empty.
+// for decisions: the HTTP decision endpoint (decision.listen) and Envoy's
+// rate limit service (rls.listen). Each is off when its address is empty.
 type integrations struct {
 	decisionLn  net.Listener
 	decisionSrv *http.Server
+	rlsLn       net.Listener
+	rlsSrv      *grpc.Server
 }
 
 // buildIntegrations compiles what the integrations need from cfg into st.
@@ -29,7 +36,30 @@ func (g *Gateway) buildIntegrations(st *state, cfg *Config) error {
 		}
 		st.decisionIP = ip
 	}
+	var domains []rls.Domain
+	for _, d := range cfg.RLS.Domains {
+		domains = append(domains, rls.Domain{Name: d.Domain, Descriptors: rlsDescriptors(d.Descriptors, st.policies)})
+	}
+	table, err := rls.NewTable(domains)
+	if err != nil {
+		return fmt.Errorf("rls: %w", err)
+	}
+	st.rls = table
 	return nil
+}
+
+func rlsDescriptors(ds []RLSDescriptorConfig, policies map[string]*limiter.Policy) []rls.Descriptor {
+	out := make([]rls.Descriptor, 0, len(ds))
+	for _, d := range ds {
+		out = append(out, rls.Descriptor{Key: d.Key, Value: d.Value, Policy: policies[d.Policy], Descriptors: rlsDescriptors(d.Descriptors, policies)})
+	}
+	return out
+}
+
+// rlsSnapshot is what the rate limit service decides a call with.
+func (g *Gateway) rlsSnapshot() rls.Snapshot {
+	st := g.state.Load()
+	return rls.Snapshot{Table: st.rls, Store: st.store, FailOpen: st.cfg.Store.OnError != "deny"}
 }
 
 // listenIntegrations opens the listeners cfg asks for.
@@ -41,6 +71,16 @@ func (g *Gateway) listenIntegrations(cfg *Config) error {
 			return fmt.Errorf("decision.listen: %w", err)
 		}
 		in.decisionLn = ln
+	}
+	if cfg.RLS.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.RLS.Listen)
+		if err != nil {
+			if in.decisionLn != nil {
+				in.decisionLn.Close()
+			}
+			return fmt.Errorf("rls.listen: %w", err)
+		}
+		in.rlsLn = ln
 	}
 	return nil
 }
@@ -62,6 +102,16 @@ func (g *Gateway) serveIntegrations(headerTimeout time.Duration) {
 		go func() { g.serveErr <- serve(in.decisionSrv, in.decisionLn) }()
 		log.Info("decision endpoint listening", "addr", in.decisionLn.Addr().String())
 	}
+	if in.rlsLn != nil {
+		in.rlsSrv = grpc.NewServer(
+			grpc.ConnectionTimeout(headerTimeout),
+			grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+			grpc.MaxRecvMsgSize(1<<20),
+		)
+		rls.NewServer(g.rlsSnapshot, rls.WithObserver(g.observe)).Register(in.rlsSrv)
+		go func() { g.serveErr <- in.rlsSrv.Serve(in.rlsLn) }()
+		log.Info("rate limit service listening", "addr", in.rlsLn.Addr().String())
+	}
 }
 
 // stopIntegrations stops the listeners, letting in-flight calls finish
@@ -72,7 +122,27 @@ func (g *Gateway) stopIntegrations(ctx context.Context) []error {
 	if in.decisionSrv != nil {
 		errs = append(errs, in.decisionSrv.Shutdown(ctx))
 	}
+	if in.rlsSrv != nil {
+		done := make(chan struct{})
+		go func() { in.rlsSrv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			in.rlsSrv.Stop()
+			<-done
+			errs = append(errs, ctx.Err())
+		}
+	}
 	return errs
+}
+
+// RLSAddr returns the rate limit service's address once started, or ""
+// when rls.listen is off.
+func (g *Gateway) RLSAddr() string {
+	if g.integrations.rlsLn == nil {
+		return ""
+	}
+	return g.integrations.rlsLn.Addr().String()
 }
 
 // DecisionAddr returns the decision endpoint's address once started, or ""

@@ -71,7 +71,7 @@ const (
 
 // Event describes the decision made for one request, for an Observer.
 type Event struct {
-	Request *http.Request
+	Request *http.Request // nil when the decision was not asked over HTTP (Envoy's rate limit service)
 	// Policies and Decisions are parallel: the label of each policy that
 	// was evaluated (DecisionAllowed, ...).
 	Policies  []string
@@ -243,7 +243,6 @@ type Limiter struct {
 	skip     func(*http.Request) bool
 	observe  Observer
 	timeout  time.Duration
-	labels   []string // policy names, for events
 }
 
 // New returns a Limiter over store with several rules; a request passes
@@ -287,7 +286,6 @@ func newLimiter(store limiter.Store, rules []Rule, c *config) (*Limiter, error) 
 			return nil, fmt.Errorf("middleware: rules %d and %d both name policy %q: names must be unique, or the rules share counters", j, i, r.Policy.Name)
 		}
 		seen[r.Policy.Name] = i
-		l.labels = append(l.labels, r.Policy.Name)
 	}
 	return l, nil
 }
@@ -411,6 +409,17 @@ func (l *Limiter) key(rule Rule, r *http.Request, clientIP func() netip.Addr, ip
 }
 
 func (l *Limiter) report(r *http.Request, reqs []limiter.Request, out limiter.Outcome, err error, took time.Duration) {
+	Report(l.observe, r, reqs, out, err, took)
+}
+
+// Report tells observe of a decision that limiter.Check made over reqs
+// (out and err are what it returned), labelling each policy's decision
+// DecisionAllowed, DecisionRejected, DecisionShadowRejected or
+// DecisionError. Every caller of limiter.Check that reports to an Observer
+// goes through it: the Limiter, and Sluice's decision services, which pass
+// a nil r when the decision was not asked for an HTTP request (Envoy's rate
+// limit service).
+func Report(observe Observer, r *http.Request, reqs []limiter.Request, out limiter.Outcome, err error, took time.Duration) {
 	var buf [maxStackRules]string
 	labels := buf[:0]
 	for i, d := range out.Decisions {
@@ -426,18 +435,18 @@ func (l *Limiter) report(r *http.Request, reqs []limiter.Request, out limiter.Ou
 	if err != nil && len(labels) < len(reqs) {
 		labels = append(labels, DecisionError)
 	}
-	var keyBuf [maxStackRules]string
+	var keyBuf, nameBuf [maxStackRules]string
 	var costBuf, countBuf, limitBuf [maxStackRules]int64
-	keys, costs, counts, limits := keyBuf[:0], costBuf[:0], countBuf[:0], limitBuf[:0]
+	names, keys, costs, counts, limits := nameBuf[:0], keyBuf[:0], costBuf[:0], countBuf[:0], limitBuf[:0]
 	for i := range labels {
-		keys, costs = append(keys, reqs[i].Key), append(costs, reqs[i].Cost)
+		names, keys, costs = append(names, reqs[i].Policy.Name), append(keys, reqs[i].Key), append(costs, reqs[i].Cost)
 		var count, limit int64
 		if i < len(out.Decisions) {
 			count, limit = out.Decisions[i].Count, out.Decisions[i].Limit
 		}
 		counts, limits = append(counts, count), append(limits, limit)
 	}
-	l.observe(Event{Request: r, Policies: l.labels[:len(labels)], Decisions: labels, Keys: keys, Costs: costs,
+	observe(Event{Request: r, Policies: names, Decisions: labels, Keys: keys, Costs: costs,
 		Counts: counts, Limits: limits, Duration: took, Err: err})
 }
 
