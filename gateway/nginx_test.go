@@ -17,23 +17,37 @@ import (
 	"time"
 )
 
-// readmeBlock returns the one fenced code block of README.md in language
-// lang, so that the tests run exactly what the README documents.
-func readmeBlock(t *testing.T, lang string) string {
+// readmeBlocks returns the fenced code blocks in language lang of the
+// README.md section under heading, so that the tests run exactly what the
+// README documents.
+func readmeBlocks(t *testing.T, heading, lang string) []string {
 	t.Helper()
 	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts := strings.Split(string(b), "```"+lang+"\n")
-	if len(parts) != 2 {
-		t.Fatalf("README.md has %d ```%s blocks, want 1", len(parts)-1, lang)
-	}
-	block, _, ok := strings.Cut(parts[1], "\n```")
+	_, section, ok := strings.Cut(string(b), "\n"+heading+"\n")
 	if !ok {
-		t.Fatalf("README.md: unterminated ```%s block", lang)
+		t.Fatalf("README.md has no heading %q", heading)
 	}
-	return block + "\n"
+	if i := strings.Index(section, "\n#"); i >= 0 {
+		section = section[:i]
+	}
+	var blocks []string
+	for {
+		var block string
+		if _, section, ok = strings.Cut(section, "```"+lang+"\n"); !ok {
+			break
+		}
+		if block, section, ok = strings.Cut(section, "\n```"); !ok {
+			t.Fatalf("README.md: unterminated ```%s block", lang)
+		}
+		blocks = append(blocks, block+"\n")
+	}
+	if len(blocks) == 0 {
+		t.Fatalf("README.md has no ```%s block under %q", lang, heading)
+	}
+	return blocks
 }
 
 // freePort returns a loopback address that was free a moment ago.
@@ -68,7 +82,7 @@ func startNginx(t *testing.T, decisionAddr, upstreamAddr string) string {
 		t.Skip("no nginx installed; skipping the nginx integration test")
 	}
 	addr := freePort(t)
-	server := readmeBlock(t, "nginx")
+	server := readmeBlocks(t, "### nginx (auth_request)", "nginx")[0]
 	for old, repl := range map[string]string{
 		"listen 8080;":   "listen " + addr + ";",
 		"127.0.0.1:8081": decisionAddr,
