@@ -178,7 +178,7 @@ func TestSeveralDescriptorsInOneCall(t *testing.T) {
 	}
 	st := resp.Statuses[1]
 	if st.CurrentLimit.GetName() != "per-user" || st.CurrentLimit.GetRequestsPerUnit() != 2 ||
-		st.CurrentLimit.GetUnit() != rlsv3.RateLimitResponse_RateLimit_SECOND || st.CurrentLimit.GetUnitMultiplier().GetValue() != 10 {
+		st.CurrentLimit.GetUnit() != rlsv3.RateLimitResponse_RateLimit_UNKNOWN {
 		t.Fatalf("current_limit %v", st.CurrentLimit)
 	}
 	if st.LimitRemaining != 0 {
@@ -197,7 +197,7 @@ func TestSeveralDescriptorsInOneCall(t *testing.T) {
 		t.Fatalf("per-ip count %d, want 2 (the rejected call refunded)", u.Count)
 	}
 	ipStatus := resp.Statuses[0]
-	if ipStatus.CurrentLimit.GetUnit() != rlsv3.RateLimitResponse_RateLimit_MINUTE || ipStatus.CurrentLimit.GetUnitMultiplier() != nil || ipStatus.LimitRemaining != 2 {
+	if ipStatus.CurrentLimit.GetUnit() != rlsv3.RateLimitResponse_RateLimit_MINUTE || ipStatus.LimitRemaining != 2 {
 		t.Fatalf("per-ip status %v (remaining 2 before its refund)", ipStatus)
 	}
 	// Rejecting descriptor first: the other one is not evaluated, but its
@@ -313,19 +313,18 @@ func TestCurrentLimitUnits(t *testing.T) {
 	for _, tc := range []struct {
 		window time.Duration
 		unit   rlsv3.RateLimitResponse_RateLimit_Unit
-		mult   uint32 // 0: unset
 	}{
-		{time.Second, rlsv3.RateLimitResponse_RateLimit_SECOND, 0},
-		{90 * time.Second, rlsv3.RateLimitResponse_RateLimit_SECOND, 90},
-		{5 * time.Minute, rlsv3.RateLimitResponse_RateLimit_MINUTE, 5},
-		{time.Hour, rlsv3.RateLimitResponse_RateLimit_HOUR, 0},
-		{48 * time.Hour, rlsv3.RateLimitResponse_RateLimit_DAY, 2},
-		{1500 * time.Millisecond, rlsv3.RateLimitResponse_RateLimit_UNKNOWN, 0},
+		{time.Second, rlsv3.RateLimitResponse_RateLimit_SECOND},
+		{time.Minute, rlsv3.RateLimitResponse_RateLimit_MINUTE},
+		{time.Hour, rlsv3.RateLimitResponse_RateLimit_HOUR},
+		{24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_DAY},
+		{90 * time.Second, rlsv3.RateLimitResponse_RateLimit_UNKNOWN},
+		{1500 * time.Millisecond, rlsv3.RateLimitResponse_RateLimit_UNKNOWN},
 	} {
 		p := &limiter.Policy{Name: "p", Limit: 7, Window: tc.window, Overrides: map[string]int64{"vip": 70}}
 		f := start(t, nil, rls.Domain{Name: "d", Descriptors: []rls.Descriptor{{Key: "k", Policy: p}}})
 		cl := f.call(t, "d", 0, desc("k", "x")).Statuses[0].CurrentLimit
-		if cl.GetUnit() != tc.unit || cl.GetUnitMultiplier().GetValue() != tc.mult || cl.GetRequestsPerUnit() != 7 || cl.GetName() != "p" {
+		if cl.GetUnit() != tc.unit || cl.GetRequestsPerUnit() != 7 || cl.GetName() != "p" {
 			t.Errorf("window %v: %v", tc.window, cl)
 		}
 		if vip := f.call(t, "d", 0, desc("k", "vip")).Statuses[0].CurrentLimit; vip.GetRequestsPerUnit() != 70 {

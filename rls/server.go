@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/middleware"
@@ -71,8 +70,7 @@ var _ rlsv3.RateLimitServiceServer = (*Server)(nil)
 // rejected call consumes no quota. Descriptors the Table does not map, and
 // those with is_negative_hits, are answered OK and not counted. Each status
 // carries current_limit (the policy's name, its limit for the key, and its
-// window as unit and unit_multiplier when the window is a whole number of
-// seconds), limit_remaining and duration_until_reset (the retry time when
+// window as unit when it is one second, minute, hour or day), limit_remaining and duration_until_reset (the retry time when
 // over the limit, else the time until the key's usage has drained). An
 // OVER_LIMIT answer also asks Envoy to add Retry-After to its 429.
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
@@ -164,25 +162,21 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	return resp, nil
 }
 
-// currentLimit describes p's limit for key.
+// currentLimit describes p's limit for key. The API's units are fixed
+// periods; a window that is not exactly one of them has unit UNKNOWN (the
+// unit_multiplier field of newer Envoy APIs is not in the version this
+// module builds with).
 func currentLimit(p *limiter.Policy, key string) *rlsv3.RateLimitResponse_RateLimit {
 	rl := &rlsv3.RateLimitResponse_RateLimit{Name: p.Name, RequestsPerUnit: clampUint32(p.LimitFor(key))}
-	for _, u := range []struct {
-		d    time.Duration
-		unit rlsv3.RateLimitResponse_RateLimit_Unit
-	}{
-		{24 * time.Hour, rlsv3.RateLimitResponse_RateLimit_DAY},
-		{time.Hour, rlsv3.RateLimitResponse_RateLimit_HOUR},
-		{time.Minute, rlsv3.RateLimitResponse_RateLimit_MINUTE},
-		{time.Second, rlsv3.RateLimitResponse_RateLimit_SECOND},
-	} {
-		if p.Window%u.d == 0 {
-			rl.Unit = u.unit
-			if n := p.Window / u.d; n != 1 {
-				rl.UnitMultiplier = wrapperspb.UInt32(clampUint32(int64(n)))
-			}
-			break
-		}
+	switch p.Window {
+	case time.Second:
+		rl.Unit = rlsv3.RateLimitResponse_RateLimit_SECOND
+	case time.Minute:
+		rl.Unit = rlsv3.RateLimitResponse_RateLimit_MINUTE
+	case time.Hour:
+		rl.Unit = rlsv3.RateLimitResponse_RateLimit_HOUR
+	case 24 * time.Hour:
+		rl.Unit = rlsv3.RateLimitResponse_RateLimit_DAY
 	}
 	return rl
 }
