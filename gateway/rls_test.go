@@ -105,10 +105,10 @@ func TestRLSInTheGateway(t *testing.T) {
 	if err := h.g.FlushHistory(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	resp, body = h.adminDo("GET", "/v1/policies/per-user/keys/alice/history", "")
+	resp, body = h.adminDo("GET", "/v1/policies/per-user/history", "")
 	wantStatus(t, resp, body, 200)
 	if !strings.Contains(body, `"admitted":2`) || !strings.Contains(body, `"rejected":1`) {
-		t.Fatalf("history of alice: %s", body)
+		t.Fatalf("history of per-user: %s", body)
 	}
 
 	// A reload that maps user under a new domain takes effect on the next
