@@ -106,10 +106,11 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	h.adminDo("PUT", "/v1/counters/visits", `{"value":1}`)
 	counter := `#counters tr[data-counter="visits"]`
-	if err := chromedp.Do(ctx,
-		chromedp.WaitVisible(css(counter)),
-		chromedp.Click(css(counter+` button[data-action="increment"]`)),
-	); err != nil {
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(css(counter))); err != nil {
+		t.Fatalf("waiting for the counter: %v", err)
+	}
+	// The table is redrawn every 2 seconds: find and click in one script.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](`document.querySelector('`+counter+` button[data-action="increment"]').click()`)); err != nil {
 		t.Fatalf("incrementing the counter: %v", err)
 	}
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector('#counters tr[data-counter="visits"] td.value').textContent === "2"`,
