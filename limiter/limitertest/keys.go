@@ -191,9 +191,9 @@ func testKeysCommands(t *testing.T, h *Harness) {
 	}
 	small := listing(50)
 	large := listing(2000)
-	// One read of the processes, 3 commands per shard and a PFCOUNT, then
-	// at most two commands per key read.
-	bound := int64(2+3*8) + 2*int64(max(10, 2*k))
+	// One read of the processes, 3 commands per shard, a PFCOUNT and an
+	// MGET, then at most two commands per key read.
+	bound := int64(3+3*8) + 2*int64(max(10, 2*k))
 	t.Logf("a listing of 10 keys: %d commands with 51 active keys, %d with 2,051 (bound %d)", small, large, bound)
 	if large > bound || small > bound {
 		t.Fatalf("a listing took %d and %d commands, more than %d", small, large, bound)

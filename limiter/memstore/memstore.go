@@ -330,14 +330,15 @@ func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error 
 }
 
 // Keys implements limiter.Store: it peeks the best candidates of the
-// policy's busiest-key summary (at most max(limit, 2K) of them), never
-// every key, and holds each shard's lock only for one peek at a time.
+// policy's busiest-key summary (limit of them, and any more the guarantee
+// needs: fewer than 2K), never every key, and holds each shard's lock only
+// for one peek at a time.
 func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter.KeyList, error) {
 	now := s.clock().UnixNano()
 	s.top.Flush(now, nil)
-	cands, active := s.top.Candidates(p, now)
+	cands, active, total := s.top.Candidates(p, now)
 	out := limiter.KeyList{ActiveKeys: active}
-	for _, c := range cands[:min(len(cands), s.top.Reads(limit))] {
+	for _, c := range cands[:s.top.Reads(limit, total, cands)] {
 		if err := ctx.Err(); err != nil {
 			return limiter.KeyList{}, err
 		}
@@ -373,7 +374,7 @@ func (s *Store) Close() error {
 func (s *Store) RankKeys(ctx context.Context, p *limiter.Policy, n int) ([]string, error) {
 	now := s.clock().UnixNano()
 	s.top.Flush(now, nil)
-	cands, _ := s.top.Candidates(p, now)
+	cands, _, _ := s.top.Candidates(p, now)
 	keys := make([]string, 0, min(n, len(cands)))
 	for _, c := range cands[:min(n, len(cands))] {
 		keys = append(keys, c.Key)

@@ -23,6 +23,7 @@ import (
 //
 //	<prefix>idx:{<policy>:t<shard>}:<alg>:<window ms>:<slot>:<process>   ZSET key -> count
 //	<prefix>idx:{<policy>:h}:<alg>:<window ms>:<slot>:<process>          HLL (dense) of the keys seen
+//	<prefix>idx:{<policy>:h}:<alg>:<window ms>:<slot>:<process>:n        requests counted
 //	<prefix>idx:{<policy>:h}:<alg>:<window ms>:gw                         ZSET process -> last slot
 //
 // A key's shard is topk.Hash(key) mod topShards, the same in every
@@ -35,9 +36,11 @@ import (
 //
 // A listing reads the processes active in the window, then, in one
 // pipeline, per shard ZUNIONSTORE of every process's views of the window's
-// slots, the union's best 2K (or N) members, and DEL of the union; and
-// PFCOUNT of the sketches. It then peeks the best candidates. Its cost is
-// bounded by N, K and the number of processes, never by the active keys.
+// slots, the union's best 2K (or N) members, and DEL of the union; PFCOUNT
+// of the sketches and MGET of the request counts. It then peeks the N best
+// candidates and any more that the guarantee needs (topk.Tracker.Reads),
+// through the batcher. Its cost is bounded by N, K and the number of
+// processes, never by the active keys.
 
 const topShards = 8
 
@@ -136,6 +139,7 @@ func (tk *topKeys) flush(ctx context.Context) error {
 				}
 			}
 			pipe.Set(ctx, s.topName(p, "h", slotPart(v.Index, tk.id)), v.Sketch.AppendDense(nil), ttl)
+			pipe.Set(ctx, s.topName(p, "h", slotPart(v.Index, tk.id)+":n"), v.Total, ttl)
 			pipe.ZAdd(ctx, gw, redis.Z{Score: float64(v.Index), Member: tk.id})
 			last = max(last, v.Index)
 		}
@@ -181,24 +185,25 @@ func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter
 	if err := s.top.flush(ctx); err != nil {
 		return limiter.KeyList{}, fmt.Errorf("redis keys: %w", err)
 	}
-	reads := s.top.tracker.Reads(limit)
 	var cands []topk.Entry
-	var active int64
+	var active, total int64
 	err := s.guard(ctx, func() (err error) {
 		ctx, cancel := context.WithTimeout(ctx, 5*s.timeout)
 		defer cancel()
-		cands, active, err = s.top.candidates(ctx, p, reads)
+		cands, active, total, err = s.top.candidates(ctx, p, max(limit, 2*s.top.tracker.K()))
 		return err
 	})
 	if err != nil {
 		return limiter.KeyList{}, fmt.Errorf("redis keys: %w", err)
 	}
+	cands = cands[:s.top.tracker.Reads(limit, total, cands)]
 	out := limiter.KeyList{ActiveKeys: active}
 	usages := make([]limiter.Usage, len(cands))
 	errs := make([]error, len(cands))
 	var wg sync.WaitGroup
 	work := make(chan int)
-	for range min(8, len(cands)) {
+	// Concurrent peeks share the batcher's pipelines.
+	for range min(64, len(cands)) {
 		wg.Go(func() {
 			for i := range work {
 				usages[i], errs[i] = s.Peek(ctx, p, cands[i].Key)
@@ -224,18 +229,19 @@ func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter
 }
 
 // candidates returns the best reads keys of the fleet's summaries of p's
-// window, with their summed counts, and the estimated active keys.
-func (tk *topKeys) candidates(ctx context.Context, p *limiter.Policy, reads int) ([]topk.Entry, int64, error) {
+// window, with their summed counts, the estimated active keys and the
+// requests the summaries counted.
+func (tk *topKeys) candidates(ctx context.Context, p *limiter.Policy, reads int) (cands []topk.Entry, active, total int64, err error) {
 	s := tk.s
 	now := s.clock().UnixNano()
 	first, last := topk.Span(p, now)
 	ids, err := s.client.ZRangeByScore(ctx, s.topName(p, "h", "gw"), &redis.ZRangeBy{
 		Min: strconv.FormatInt(first, 10), Max: "+inf"}).Result()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	if len(ids) == 0 {
-		return nil, 0, nil
+		return nil, 0, 0, nil
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -254,15 +260,17 @@ func (tk *topKeys) candidates(ctx context.Context, p *limiter.Policy, reads int)
 		ranges[sh] = pipe.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{Key: tmp, Start: 0, Stop: reads - 1, Rev: true})
 		pipe.Del(ctx, tmp)
 	}
-	var hlls []string
+	var hlls, totals []string
 	for ix := first; ix <= last; ix++ {
 		for _, id := range ids {
 			hlls = append(hlls, s.topName(p, "h", slotPart(ix, id)))
+			totals = append(totals, s.topName(p, "h", slotPart(ix, id)+":n"))
 		}
 	}
 	count := pipe.PFCount(ctx, hlls...)
+	sums := pipe.MGet(ctx, totals...)
 	if _, err := pipe.Exec(ctx); err != nil && !isHLLUnsupported(count.Err()) {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	var lists [][]topk.Entry
 	for _, r := range ranges {
@@ -274,17 +282,23 @@ func (tk *topKeys) candidates(ctx context.Context, p *limiter.Policy, reads int)
 		}
 		lists = append(lists, l)
 	}
-	cands := topk.Merge(lists...)
+	cands = topk.Merge(lists...)
 	cands = cands[:min(len(cands), reads)]
-	active := count.Val()
+	for _, v := range sums.Val() {
+		if str, ok := v.(string); ok {
+			n, _ := strconv.ParseInt(str, 10, 64)
+			total += n
+		}
+	}
+	active = count.Val()
 	if count.Err() != nil {
 		// A server whose PFCOUNT cannot read the dense encoding (miniredis):
 		// merge the sketches here.
 		if active, err = tk.mergeSketches(ctx, hlls); err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 	}
-	return cands, active, nil
+	return cands, active, total, nil
 }
 
 // isHLLUnsupported reports a PFCOUNT error that means the server does not
@@ -321,7 +335,7 @@ func (s *Store) RankKeys(ctx context.Context, p *limiter.Policy, n int) ([]strin
 	err := s.guard(ctx, func() (err error) {
 		ctx, cancel := context.WithTimeout(ctx, 5*s.timeout)
 		defer cancel()
-		cands, _, err = s.top.candidates(ctx, p, n)
+		cands, _, _, err = s.top.candidates(ctx, p, n)
 		return err
 	})
 	if err != nil {

@@ -221,6 +221,33 @@ func TestGuaranteeAdversarial(t *testing.T) {
 	t.Logf("%d requests, %d keys above T/K, %d candidates", total, checked, len(cands))
 }
 
+func TestReads(t *testing.T) {
+	t.Parallel()
+	tr := New(10, false) // threshold total/20
+	cands := []Entry{{"a", 900}, {"b", 60}, {"c", 51}, {"d", 50}, {"e", 3}, {"f", 1}}
+	for _, tc := range []struct {
+		n     int
+		total int64
+		want  int
+	}{
+		{1, 1000, 3},  // a, b and c are above 1000/20
+		{5, 1000, 5},  // n
+		{10, 1000, 6}, // every candidate
+		{1, 40, 5},    // a small total: all but f are above 40/20
+	} {
+		if got := tr.Reads(tc.n, tc.total, cands); got != tc.want {
+			t.Errorf("Reads(%d, %d): %d, want %d", tc.n, tc.total, got, tc.want)
+		}
+	}
+	many := make([]Entry, 100)
+	for i := range many {
+		many[i] = Entry{strconv.Itoa(i), 1000}
+	}
+	if got := tr.Reads(1, 1000, many); got != 20 {
+		t.Errorf("Reads of 100 candidates above the threshold: %d, want 2K = 20", got)
+	}
+}
+
 func TestSpan(t *testing.T) {
 	t.Parallel()
 	p := policy(t, time.Minute)

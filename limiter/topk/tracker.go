@@ -99,6 +99,7 @@ type slotState struct {
 	counts *counts // nil once the slot is over and published
 	sketch Sketch
 	view   []Entry
+	total  int64 // requests counted
 	dirty  bool
 }
 
@@ -204,6 +205,7 @@ func (ps *policyState) retire(st *stripe, k int) {
 		}
 	}
 	sl.counts.total += st.sum.total
+	sl.total += st.sum.total
 	st.sum.drain(sl.counts.add)
 	sl.sketch.Merge(st.sketch)
 	st.sketch.Reset()
@@ -297,12 +299,13 @@ func (t *Tracker) forget(sh shape, ps *policyState) {
 }
 
 // Candidates returns the keys of p's slots in the window ending at now,
-// with their summed counts, best first, and the estimated number of
-// distinct keys: what a Tracker made with keep knows after Flush.
-func (t *Tracker) Candidates(p *limiter.Policy, now int64) ([]Entry, int64) {
+// with their summed counts, best first, the estimated number of distinct
+// keys and the requests counted: what a Tracker made with keep knows after
+// Flush.
+func (t *Tracker) Candidates(p *limiter.Policy, now int64) (cands []Entry, active, total int64) {
 	ps := (*t.policies.Load())[shape{p.Name, p.Algorithm, p.Window}]
 	if ps == nil {
-		return nil, 0
+		return nil, 0, 0
 	}
 	first, last := Span(p, now)
 	sum := map[string]int64{}
@@ -316,6 +319,7 @@ func (t *Tracker) Candidates(p *limiter.Policy, now int64) ([]Entry, int64) {
 			sum[e.Key] += e.N
 		}
 		sk.Merge(&sl.sketch)
+		total += sl.total
 	}
 	ps.mu.Unlock()
 	out := make([]Entry, 0, len(sum))
@@ -323,7 +327,7 @@ func (t *Tracker) Candidates(p *limiter.Policy, now int64) ([]Entry, int64) {
 		out = append(out, Entry{k, n})
 	}
 	sortEntries(out)
-	return out, sk.Count()
+	return out, sk.Count(), total
 }
 
 // Merge sums entries by key (views of one slot from several processes, or
@@ -343,6 +347,15 @@ func Merge(lists ...[]Entry) []Entry {
 	return out
 }
 
-// Reads is how many candidates a listing of n keys reads exactly: enough
-// for the guarantee (2K) and for n.
-func (t *Tracker) Reads(n int) int { return max(n, 2*t.k) }
+// Reads is how many of cands (best first) a listing of n keys reads
+// exactly, when the candidates stand for total requests: n, and every
+// candidate whose estimate is above total/2K, which takes in every key
+// with more than total/K requests (the guarantee), and is fewer than 2K.
+func (t *Tracker) Reads(n int, total int64, cands []Entry) int {
+	threshold := total / int64(2*t.k)
+	above := 0
+	for above < len(cands) && above < 2*t.k && cands[above].N > threshold {
+		above++
+	}
+	return min(len(cands), max(n, above))
+}
