@@ -238,8 +238,9 @@ var ErrIdempotencyKeyReused = errors.New("idempotency key already used for a dif
 // has a record for the same counter returns the recorded result with
 // Replayed set and changes nothing, or ErrIdempotencyKeyReused when the
 // record's op has another Fingerprint. Keys are scoped to their counter:
-// the same key on another counter is another write. A write that returns an
-// error other than a bound (a bad op, a store failure) leaves no record.
+// the same key on another counter is another write. A refused step (Bound
+// set) is an answer and is recorded like any other; a write that returns an
+// error (a bad op, a store failure) leaves no record.
 type CounterWriter interface {
 	Write(ctx context.Context, op CounterOp, idempotencyKey string) (CounterResult, error)
 }
