@@ -5,7 +5,8 @@
 // when a shard is full, the least recently seen of a random sample of its
 // keys is evicted (keys that have drained go first). Drained keys are swept
 // in the background. Time comes from an injectable clock, so tests never
-// sleep.
+// sleep; without one, decisions read a coarse clock (1ms steps) that costs
+// an atomic load instead of a call to time.Now.
 //
 // A Store is safe for concurrent use. The zero value is not usable; call New.
 package memstore
@@ -14,6 +15,7 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluice-gateway/sluice/limiter"
@@ -32,7 +34,9 @@ const (
 type Options struct {
 	// MaxKeys bounds the number of policy keys held; zero means DefaultMaxKeys.
 	MaxKeys int
-	// Clock returns the current time; nil means time.Now.
+	// Clock returns the current time; nil means time.Now, which decisions
+	// read through a clock kept by a goroutine in steps of 1ms (Close stops
+	// it).
 	Clock func() time.Time
 	// SweepInterval is how often drained keys are removed in the background;
 	// zero means one minute, negative disables the sweeper (call Sweep).
@@ -52,6 +56,8 @@ type Store struct {
 	shards   [shardCount]shard
 	seed     maphash.Seed
 	clock    func() time.Time
+	coarse   *atomic.Int64 // the coarse clock (ns) when no clock is injected; see tickLoop
+	tickDone chan struct{} // nil when no clock is injected
 	counters *counters
 	histMu   sync.Mutex
 	hist     map[string]map[int64]*minute
@@ -100,6 +106,10 @@ func New(opts Options) *Store {
 		stop: make(chan struct{}), done: make(chan struct{})}
 	if s.clock == nil {
 		s.clock = time.Now
+		s.coarse = new(atomic.Int64)
+		s.coarse.Store(time.Now().UnixNano())
+		s.tickDone = make(chan struct{})
+		go s.tickLoop()
 	}
 	maxKeys := opts.MaxKeys
 	if maxKeys <= 0 {
@@ -126,6 +136,35 @@ func New(opts Options) *Store {
 		close(s.done)
 	}
 	return s
+}
+
+// coarseTick is the resolution of the clock that decisions read when no
+// clock is injected: reading an atomic costs a fraction of time.Now, and
+// decisions need no finer time than this.
+const coarseTick = time.Millisecond
+
+// tickLoop keeps the coarse clock.
+func (s *Store) tickLoop() {
+	defer close(s.tickDone)
+	t := time.NewTicker(coarseTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.coarse.Store(now.UnixNano())
+		}
+	}
+}
+
+// now is the time of a decision, in nanoseconds since the Unix epoch: the
+// coarse clock, or the injected clock.
+func (s *Store) now() int64 {
+	if s.coarse != nil {
+		return s.coarse.Load()
+	}
+	return s.clock().UnixNano()
 }
 
 func (s *Store) sweepLoop(interval time.Duration) {
@@ -231,8 +270,8 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	limit := p.LimitFor(key)
 	k := keyOf(p, key)
 	sh := s.shardFor(k.key)
+	now := s.now()
 	sh.mu.Lock()
-	now := s.clock().UnixNano()
 	e := sh.lookup(k, now, true)
 	var d limiter.Decision
 	switch p.Algorithm {
@@ -264,7 +303,7 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	sh := s.shardFor(k.key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	now := s.clock().UnixNano()
+	now := s.now()
 	e := sh.lookup(k, now, false)
 	if e == nil {
 		return nil
@@ -291,7 +330,7 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 	sh := s.shardFor(k.key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	now := s.clock().UnixNano()
+	now := s.now()
 	return s.usage(p, k, sh.lookup(k, now, false), now), nil
 }
 
@@ -367,6 +406,9 @@ func (s *Store) Close() error {
 		}
 	})
 	<-s.done
+	if s.tickDone != nil {
+		<-s.tickDone
+	}
 	return err
 }
 
