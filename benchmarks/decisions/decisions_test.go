@@ -156,6 +156,28 @@ func BenchmarkRedis(b *testing.B) {
 			return err
 		}, stats)
 		s.Close()
+
+		// Every decision a rejection that reaches Redis (no local cache of
+		// rejected keys): the most a decision costs (two round trips for
+		// the plain-command algorithms, one for gcra).
+		rs, err := redisstore.New(client, redisstore.Options{Prefix: prefix, Timeout: time.Second, PoolSize: 64, NoLocalCache: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rp := &limiter.Policy{Name: "bench-rejected", Algorithm: alg, Limit: 1, Window: time.Hour}
+		if err := rp.Validate(); err != nil {
+			b.Fatal(err)
+		}
+		for _, k := range keys {
+			if _, err := rs.Allow(context.Background(), rp, k, 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		run(b, "sluice-"+string(alg)+"-rejected", func(ctx context.Context, key string) error {
+			_, err := rs.Allow(ctx, rp, key, 1)
+			return err
+		}, stats)
+		rs.Close()
 	}
 
 	rr := redis_rate.NewLimiter(client)
