@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"math"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +41,7 @@ type alerter struct {
 	backoff  time.Duration
 	attempts int
 	metric   *prometheus.CounterVec
+	log      func() *slog.Logger // failed deliveries; nil: not logged
 
 	mu           sync.Mutex
 	alerts       []AlertConfig
@@ -127,7 +131,18 @@ func (a *alerter) fire(cfg AlertConfig, ev AlertEvent) {
 	case a.queues[cfg.Name] <- delivery{cfg.Webhook, ev}:
 	default:
 		a.metric.WithLabelValues(cfg.Name, "failed").Inc()
+		a.failed(ev, 0, "queue full")
 	}
+}
+
+// failed logs an event that was not delivered after attempts tries. The
+// webhook URL is left out: it often holds a secret.
+func (a *alerter) failed(ev AlertEvent, attempts int, reason string) {
+	if a.log == nil {
+		return
+	}
+	a.log().Warn("alert delivery failed", "alert", ev.Alert, "policy", ev.Policy, "counter", ev.Counter,
+		"value", ev.Value, "threshold", ev.Threshold, "attempts", attempts, "reason", reason)
 }
 
 // observe checks the policy alerts against one request's decisions. It
@@ -191,6 +206,8 @@ func (a *alerter) run(q chan delivery) {
 func (a *alerter) deliver(d delivery) {
 	body, _ := json.Marshal(d.event)
 	wait := a.backoff
+	var reason string
+	giveUp := false
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(a.ctx, 5*time.Second)
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.url, bytes.NewReader(body))
@@ -199,19 +216,28 @@ func (a *alerter) deliver(d delivery) {
 			var resp *http.Response
 			if resp, err = a.client.Do(req); err == nil {
 				resp.Body.Close()
+				reason = "answered " + resp.Status
 				if resp.StatusCode < 300 {
 					cancel()
 					a.metric.WithLabelValues(d.event.Alert, "delivered").Inc()
 					return
 				}
 				if resp.StatusCode < 500 {
-					attempt = a.attempts // a 4xx will not get better
+					giveUp = true // a 4xx will not get better
 				}
 			}
 		}
 		cancel()
-		if attempt >= a.attempts || a.ctx.Err() != nil {
+		if err != nil {
+			var uerr *url.Error
+			if errors.As(err, &uerr) {
+				err = uerr.Err // without the URL
+			}
+			reason = err.Error()
+		}
+		if giveUp || attempt >= a.attempts || a.ctx.Err() != nil {
 			a.metric.WithLabelValues(d.event.Alert, "failed").Inc()
+			a.failed(d.event, attempt, reason)
 			return
 		}
 		t := time.NewTimer(wait)
@@ -220,6 +246,7 @@ func (a *alerter) deliver(d delivery) {
 		case <-a.ctx.Done():
 			t.Stop()
 			a.metric.WithLabelValues(d.event.Alert, "failed").Inc()
+			a.failed(d.event, attempt, "shutting down: "+reason)
 			return
 		}
 		wait *= 2

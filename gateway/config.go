@@ -120,6 +120,9 @@ type LogConfig struct {
 	Level  string `koanf:"level"`  // debug | info (default) | warn | error
 	Format string `koanf:"format"` // text (default) | json
 	Access *bool  `koanf:"access"` // one line per request; default true
+	// AccessKeys adds the key each policy counted to the access log. Keys
+	// may be API keys or other secrets: off by default.
+	AccessKeys bool `koanf:"access_keys"`
 }
 
 // PolicyConfig is one policy; its name is its key under policies.

@@ -105,6 +105,15 @@ type state struct {
 	// decisionIP finds the client of a call to the decision endpoint.
 	decisionIP *middleware.IPResolver
 	rls        *rls.Table // Envoy rate limit descriptors to policies
+	// keys are the policies of each route with their key sources, for
+	// log.access_keys.
+	keys map[string][]policyKeys
+}
+
+// policyKeys is a policy's name and key sources.
+type policyKeys struct {
+	policy  string
+	sources []middleware.KeySource
 }
 
 // New loads the config and builds a Gateway; Start opens its listeners.
@@ -138,6 +147,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	g.history.now = clock
 	g.alerts = newAlerter(clock, backoff, g.metrics.alerts)
+	g.alerts.log = g.log.Load
 	g.alerts.configure(cfg.Alerts)
 	return g, nil
 }
@@ -289,6 +299,12 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 			}
 		}
 		if len(rc.Policies) > 0 {
+			if st.keys == nil {
+				st.keys = map[string][]policyKeys{}
+			}
+			for _, name := range rc.Policies {
+				st.keys[rc.Name] = append(st.keys[rc.Name], policyKeys{name, keySources[name]})
+			}
 			var rules []middleware.Rule
 			for _, name := range rc.Policies {
 				pc := cfg.Policies[name]
@@ -609,13 +625,42 @@ func (g *Gateway) finish(c *gin.Context, st *state, rt *route, decision string, 
 	if st.cfg.Log.Access != nil && !*st.cfg.Log.Access {
 		return
 	}
-	g.log.Load().LogAttrs(c.Request.Context(), slog.LevelInfo, "request",
+	attrs := []slog.Attr{
 		slog.String("method", c.Request.Method),
 		slog.String("path", c.Request.URL.Path),
 		slog.String("route", name),
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
-		slog.String("decision", decision))
+		slog.String("decision", decision),
+		slog.String("client", st.ip.ClientIP(c.Request).String()),
+	}
+	if st.cfg.Log.AccessKeys && rt != nil {
+		attrs = append(attrs, slog.String("keys", accessKeys(st.keys[name], c.Request)))
+	}
+	g.log.Load().LogAttrs(c.Request.Context(), slog.LevelInfo, "request", attrs...)
+}
+
+// accessKeys is "policy=key ..." for the access log: the key each policy
+// of the route counts (the first source present), at most 256 bytes of it.
+func accessKeys(pks []policyKeys, r *http.Request) string {
+	var b strings.Builder
+	for _, pk := range pks {
+		key := ""
+		for _, src := range pk.sources {
+			if k, ok := src(r); ok {
+				key = k
+				break
+			}
+		}
+		if len(key) > 256 {
+			key = key[:256]
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(pk.policy + "=" + strconv.Quote(key))
+	}
+	return b.String()
 }
 
 // allowedMethods is the Allow header of a refused CONNECT.

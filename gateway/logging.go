@@ -5,31 +5,32 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
 
-var (
-	redisLogOnce sync.Once
-	redisLog     atomic.Pointer[func() *slog.Logger]
-)
+// redisLog is the logger that go-redis's own lines go to.
+var redisLog atomic.Pointer[func() *slog.Logger]
 
-// setRedisLogger sends go-redis's own log lines (pool and cluster
-// notices) through the gateway's slog logger, as warnings, instead of
-// plain text on stderr. go-redis has one logger per process: the gateway
-// created last owns it.
+// go-redis has one logger per process, set without synchronisation in
+// some releases, so it is set once here, before any goroutine can log.
+func init() { redis.SetLogger(redisLogger{}) }
+
+// setRedisLogger sends go-redis's log lines (pool and cluster notices)
+// through log, as warnings, instead of plain text on stderr. The gateway
+// created last owns them; before any, they go to slog.Default.
 func setRedisLogger(log func() *slog.Logger) {
 	redisLog.Store(&log)
-	redisLogOnce.Do(func() { redis.SetLogger(redisLogger{}) })
 }
 
 // redisLogger adapts slog to go-redis's Logging interface.
 type redisLogger struct{}
 
 func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	log := slog.Default()
 	if f := redisLog.Load(); f != nil {
-		(*f)().WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "component", "go-redis")
+		log = (*f)()
 	}
+	log.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "component", "go-redis")
 }

@@ -2,17 +2,22 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/gateway"
 )
@@ -252,5 +257,108 @@ func TestReadyzHealthy(t *testing.T) {
 	wantStatus(t, resp, body, http.StatusOK)
 	if v := decode[map[string]string](t, body); v["status"] != "ready" || v["store"] != "up" {
 		t.Fatalf("/readyz %s", body)
+	}
+}
+
+// TestAccessLog: each line names the client address; with
+// log.access_keys it also names the key each policy counted.
+func TestAccessLog(t *testing.T) {
+	t.Parallel()
+	for _, keys := range []bool{false, true} {
+		t.Run(fmt.Sprintf("access_keys=%v", keys), func(t *testing.T) {
+			t.Parallel()
+			cfg := strings.Replace(proxyConfig("http://127.0.0.1:1", "{ backend: memory }"), "log: { access: false }",
+				fmt.Sprintf("log: { format: json, access_keys: %v }", keys), 1)
+			var logs logBuffer
+			h := startGatewayLogs(t, cfg, &logs)
+			h.get("/keyed", "X-API-Key", "k-123")
+			h.get("/limited/x")
+			var lines []map[string]any
+			for l := range strings.SplitSeq(logs.String(), "\n") {
+				var v map[string]any
+				if json.Unmarshal([]byte(l), &v) == nil && v["msg"] == "request" {
+					lines = append(lines, v)
+				}
+			}
+			if len(lines) != 2 {
+				t.Fatalf("%d access lines, want 2:\n%s", len(lines), logs.String())
+			}
+			for _, l := range lines {
+				if l["client"] != "127.0.0.1" {
+					t.Errorf("client %v, want 127.0.0.1: %v", l["client"], l)
+				}
+			}
+			want := map[bool][2]any{false: {nil, nil}, true: {`by-key="k-123"`, `wide="127.0.0.1" per-ip="127.0.0.1"`}}[keys]
+			if lines[0]["keys"] != want[0] || lines[1]["keys"] != want[1] {
+				t.Fatalf("keys %v and %v, want %v", lines[0]["keys"], lines[1]["keys"], want)
+			}
+		})
+	}
+}
+
+// TestFailedAlertsAreLogged: a delivery that fails for good is logged
+// with its attempt count, and without the webhook URL (which often holds a
+// secret).
+func TestFailedAlertsAreLogged(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		status, attempts int
+	}{{500, 4}, {404, 1}} {
+		t.Run(strconv.Itoa(tc.status), func(t *testing.T) {
+			t.Parallel()
+			hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(tc.status) }))
+			defer hook.Close()
+			const secret = "T000-B000-s3cr3tXYZ"
+			cfg := strings.Replace(proxyConfig("http://127.0.0.1:1", "{ backend: memory }"), "log: { access: false }", "log: { format: json, access: false }", 1) +
+				fmt.Sprintf("alerts:\n  - { name: busy, counter: jobs, value: 1, webhook: %q }\n", hook.URL+"/services/"+secret)
+			var logs logBuffer
+			h := startGatewayWith(t, gateway.Options{ConfigPath: writeConfig(t, cfg), Environ: []string{}, LogOutput: &logs, AlertBackoff: time.Millisecond})
+			resp, body := h.adminDo("PUT", "/v1/counters/jobs", `{"value":5}`)
+			wantStatus(t, resp, body, 200)
+			deadline := time.Now().Add(5 * time.Second)
+			var line map[string]any
+			for line == nil && time.Now().Before(deadline) {
+				for l := range strings.SplitSeq(logs.String(), "\n") {
+					var v map[string]any
+					if json.Unmarshal([]byte(l), &v) == nil && v["msg"] == "alert delivery failed" {
+						line = v
+					}
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if line == nil {
+				t.Fatalf("no log line for the failed delivery:\n%s", logs.String())
+			}
+			if line["alert"] != "busy" || line["attempts"] != float64(tc.attempts) || !strings.Contains(fmt.Sprint(line["reason"]), strconv.Itoa(tc.status)) {
+				t.Fatalf("log line %v, want alert busy after %d attempts with the status", line, tc.attempts)
+			}
+			if strings.Contains(logs.String(), secret) {
+				t.Fatalf("the webhook URL's secret is in the logs:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// TestRedisLogsThroughSlog: go-redis's own log lines come out of the
+// gateway's logger, as JSON when the log is JSON. Not parallel: go-redis
+// has one logger per process, which the gateway created last owns.
+func TestRedisLogsThroughSlog(t *testing.T) {
+	var logs logBuffer
+	cfg := strings.Replace(proxyConfig("http://127.0.0.1:1", "{ backend: memory }"), "log: { access: false }", "log: { format: json }", 1)
+	startGatewayLogs(t, cfg, &logs)
+	// go-redis logs a sub-millisecond expiry it truncates, then the dial
+	// that fails.
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer rdb.Close()
+	_ = rdb.Set(context.Background(), "k", "v", 500*time.Microsecond).Err()
+	var line map[string]any
+	for l := range strings.SplitSeq(logs.String(), "\n") {
+		var v map[string]any
+		if json.Unmarshal([]byte(l), &v) == nil && v["component"] == "go-redis" && strings.Contains(fmt.Sprint(v["msg"]), "truncating to 1ms") {
+			line = v
+		}
+	}
+	if line == nil || line["level"] != "WARN" {
+		t.Fatalf("go-redis line %v, want it as a JSON WARN line:\n%s", line, logs.String())
 	}
 }
