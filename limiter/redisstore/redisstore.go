@@ -79,7 +79,9 @@ type Options struct {
 	// TLSCAFile is a PEM file of CAs to trust for TLS; empty means the
 	// system's roots.
 	TLSCAFile string
-	// Timeout bounds each limiter call; zero means DefaultTimeout.
+	// Timeout bounds each pipeline the store sends, and so each call that
+	// rides one (a call may also wait for the flush ahead of it); the
+	// caller's context bounds the wait as well. Zero means DefaultTimeout.
 	Timeout time.Duration
 	// Prefix starts every key; empty means DefaultPrefix. It must not hold
 	// '{' or '}'.
