@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -281,4 +282,62 @@ func TestProxyFraming(t *testing.T) {
 			wantStatus(t, resp, body, 200)
 		}
 	})
+}
+
+// TestExpectContinueThroughTheGateway: a client that asks for 100 Continue
+// sends its body only if the upstream reads it; an upstream that answers
+// 403 first gets no body, and neither does the gateway.
+func TestExpectContinueThroughTheGateway(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr string) {
+		up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/reject") {
+				http.Error(w, "no", http.StatusForbidden)
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "got %d", len(b))
+		}))
+		t.Cleanup(up.Close)
+		h := startGateway(t, withTransport(tr, proxyConfig(up.URL, "{ backend: memory }")))
+		client := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 5 * time.Second}}
+		t.Cleanup(client.CloseIdleConnections)
+		for _, tc := range []struct {
+			path   string
+			status int
+			body   string
+			sent   int64
+		}{
+			{"/api/v2/accept", 200, "got 4096", 4096},
+			{"/api/v2/reject", 403, "no\n", 0},
+		} {
+			body := &countingReader{r: strings.NewReader(strings.Repeat("x", 4096))}
+			req, _ := http.NewRequest("PUT", h.proxy+tc.path, io.NopCloser(body))
+			req.ContentLength = 4096
+			req.Header.Set("Expect", "100-continue")
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status || string(b) != tc.body {
+				t.Fatalf("%s: got %d %q, want %d %q", tc.path, resp.StatusCode, b, tc.status, tc.body)
+			}
+			if n := body.n.Load(); n != tc.sent {
+				t.Fatalf("%s: the client sent %d bytes of its body, want %d", tc.path, n, tc.sent)
+			}
+		}
+	})
+}
+
+// countingReader counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }

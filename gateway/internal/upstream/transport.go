@@ -10,9 +10,8 @@
 // hygiene, and drops the hand-offs.
 //
 // What it does not do itself, it hands to a Fallback RoundTripper (the stock
-// http.Transport): TLS upstreams (https), protocol upgrades (WebSocket and
-// any request with an Upgrade header) and requests that carry
-// "Expect: 100-continue".
+// http.Transport): TLS upstreams (https) and protocol upgrades (WebSocket
+// and any request with an Upgrade header).
 package upstream
 
 import (
@@ -39,6 +38,7 @@ const (
 	DefaultIdleTimeout            = 60 * time.Second
 	DefaultMaxIdlePerHost         = 512
 	DefaultMaxResponseHeaderBytes = 1 << 20
+	DefaultExpectContinueTimeout  = time.Second
 	defaultBufferSize             = 16 << 10
 
 	// stallPoll is how long a blocked write of the request body waits
@@ -79,11 +79,15 @@ type Transport struct {
 	// MaxIdlePerHost caps the idle connections kept per upstream; zero
 	// means 512, negative keeps none.
 	MaxIdlePerHost int
+	// ExpectContinueTimeout is how long a request with "Expect:
+	// 100-continue" waits for the upstream's 100 before sending its body
+	// anyway; zero means 1s.
+	ExpectContinueTimeout time.Duration
 	// MaxResponseHeaderBytes bounds a response head (each 1xx head too);
 	// zero means 1 MiB.
 	MaxResponseHeaderBytes int64
-	// Fallback carries the requests this Transport does not handle: https,
-	// upgrades and Expect: 100-continue. Nil means http.DefaultTransport.
+	// Fallback carries the requests this Transport does not handle: https
+	// and upgrades. Nil means http.DefaultTransport.
 	Fallback http.RoundTripper
 	// Dial opens connections; nil means a net.Dialer with DialTimeout and
 	// 30s TCP keep-alives.
@@ -146,8 +150,6 @@ func handOff(req *http.Request) string {
 		return "scheme " + req.URL.Scheme
 	case req.Header.Get("Upgrade") != "":
 		return "upgrade"
-	case hasToken(req.Header["Expect"], "100-continue"):
-		return "expect-continue"
 	}
 	return ""
 }
@@ -165,8 +167,16 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		return nil, fmt.Errorf("%s: %w", step, err)
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
+	trace := httptrace.ContextClientTrace(ctx)
+	out, wait := req, (*continueWait)(nil)
+	if hasBody && hasToken(req.Header["Expect"], "100-continue") {
+		wait = &continueWait{t: t, c: c, req: req, trace: trace, rc: req.Body}
+		withWait := *req
+		withWait.Body = wait
+		out = &withWait
+	}
 	c.watchStall = hasBody
-	werr := req.Write(c.bw)
+	werr := out.Write(c.bw)
 	if werr == nil {
 		werr = c.bw.Flush()
 	}
@@ -174,7 +184,15 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		c.watchStall = false
 		_ = c.nc.SetWriteDeadline(time.Time{})
 	}
-	if werr != nil {
+	var resp *http.Response
+	switch {
+	case wait != nil && wait.resp != nil:
+		// A final answer instead of 100 Continue: the body was never
+		// sent, and the connection cannot carry another request.
+		resp, c.reusable = wait.resp, false
+	case wait != nil && wait.err != nil:
+		return fail("waiting for 100 Continue", wait.err)
+	case werr != nil:
 		// The upstream may have answered and stopped reading (a 413 to a
 		// large upload): prefer its answer to the write error. Such a
 		// connection is never reused.
@@ -183,36 +201,17 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 			return fail("writing request", werr)
 		}
 	}
-	if d := t.ResponseHeaderTimeout; d > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(d))
-	}
-	trace := httptrace.ContextClientTrace(ctx)
-	var resp *http.Response
-	for n1xx := 0; ; n1xx++ {
-		c.limit = t.maxHeaderBytes()
-		r, err := http.ReadResponse(c.br, req)
-		if err != nil {
-			if c.limit <= 0 {
-				err = fmt.Errorf("response head exceeded %d bytes", t.maxHeaderBytes())
-			}
+	if resp == nil {
+		if d := t.ResponseHeaderTimeout; d > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(d))
+		}
+		var err error
+		if resp, err = t.readHead(c, req, trace, false); err != nil {
 			return fail("reading response", err)
 		}
-		if r.StatusCode >= 200 {
-			resp = r
-			break
+		if t.ResponseHeaderTimeout > 0 {
+			_ = c.nc.SetReadDeadline(time.Time{})
 		}
-		if r.StatusCode == http.StatusSwitchingProtocols || n1xx >= max1xx {
-			return fail("reading response", fmt.Errorf("unexpected %s", r.Status))
-		}
-		if trace != nil && trace.Got1xxResponse != nil {
-			if err := trace.Got1xxResponse(r.StatusCode, textproto.MIMEHeader(r.Header)); err != nil {
-				return fail("forwarding 1xx", err)
-			}
-		}
-	}
-	c.limit = -1
-	if t.ResponseHeaderTimeout > 0 {
-		_ = c.nc.SetReadDeadline(time.Time{})
 	}
 	if resp.Close || req.Close {
 		c.reusable = false
@@ -224,6 +223,89 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// readHead reads the response head, passing informational answers to the
+// trace; with at100 it also returns a 100 Continue.
+func (t *Transport) readHead(c *conn, req *http.Request, trace *httptrace.ClientTrace, at100 bool) (*http.Response, error) {
+	defer func() { c.limit = -1 }()
+	for n1xx := 0; ; n1xx++ {
+		c.limit = t.maxHeaderBytes()
+		r, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			if c.limit <= 0 {
+				err = fmt.Errorf("response head exceeded %d bytes", t.maxHeaderBytes())
+			}
+			return nil, err
+		}
+		if r.StatusCode >= 200 {
+			return r, nil
+		}
+		if r.StatusCode == http.StatusSwitchingProtocols || n1xx >= max1xx {
+			return nil, fmt.Errorf("unexpected %s", r.Status)
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(r.StatusCode, textproto.MIMEHeader(r.Header)); err != nil {
+				return nil, fmt.Errorf("forwarding %s: %w", r.Status, err)
+			}
+		}
+		if at100 && r.StatusCode == http.StatusContinue {
+			return r, nil
+		}
+	}
+}
+
+// continueWait is the body of a request that expects 100 Continue. Its
+// first Read, which comes after Request.Write has flushed the head, waits
+// up to the ExpectContinueTimeout for the upstream's answer: on 100 or
+// silence the body follows; on a final answer it is kept in resp and the
+// body is never read.
+type continueWait struct {
+	t      *Transport
+	c      *conn
+	req    *http.Request
+	trace  *httptrace.ClientTrace
+	rc     io.ReadCloser
+	waited bool
+	resp   *http.Response // a final answer that came instead of 100
+	err    error
+}
+
+var errFinalBeforeContinue = errors.New("upstream answered before 100 Continue")
+
+func (w *continueWait) Read(p []byte) (int, error) {
+	if !w.waited {
+		w.waited = true
+		if err := w.wait(); err != nil {
+			return 0, err
+		}
+	}
+	return w.rc.Read(p)
+}
+
+func (w *continueWait) Close() error { return w.rc.Close() }
+
+func (w *continueWait) wait() error {
+	c := w.c
+	if err := c.bw.Flush(); err != nil {
+		w.err = err
+		return err
+	}
+	before := c.nread
+	_ = c.nc.SetReadDeadline(time.Now().Add(w.t.expectContinueTimeout()))
+	r, err := w.t.readHead(c, w.req, w.trace, true)
+	_ = c.nc.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil && r.StatusCode == http.StatusContinue:
+		return nil
+	case err == nil:
+		w.resp = r
+		return errFinalBeforeContinue
+	case isTimeout(err) && c.nread == before:
+		return nil // no word from the upstream: send the body anyway
+	}
+	w.err = err
+	return err
 }
 
 // body is a response body that gives its connection back to the pool when
@@ -311,6 +393,13 @@ func (t *Transport) maxIdle() int {
 		return 0
 	}
 	return DefaultMaxIdlePerHost
+}
+
+func (t *Transport) expectContinueTimeout() time.Duration {
+	if t.ExpectContinueTimeout > 0 {
+		return t.ExpectContinueTimeout
+	}
+	return DefaultExpectContinueTimeout
 }
 
 func (t *Transport) maxHeaderBytes() int64 {

@@ -204,11 +204,11 @@ func TestHandOffs(t *testing.T) {
 		want int64
 	}{
 		{"plain GET stays", func() *http.Request { return newReq(t, "GET", srv.URL, nil) }, 0},
-		{"Expect: 100-continue", func() *http.Request {
+		{"Expect: 100-continue stays", func() *http.Request {
 			r := newReq(t, "PUT", srv.URL, strings.NewReader("body"))
 			r.Header.Set("Expect", "100-continue")
 			return r
-		}, 1},
+		}, 0},
 		{"upgrade", func() *http.Request {
 			r := newReq(t, "GET", srv.URL, nil)
 			r.Header.Set("Connection", "Upgrade")
@@ -231,6 +231,80 @@ func TestHandOffs(t *testing.T) {
 			resp.Body.Close()
 			if got := fb.n.Load(); got != tc.want {
 				t.Fatalf("handed off %d requests, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// countingReader counts the bytes read from it.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestExpectContinue: the body waits for the upstream's 100 Continue, is
+// never sent when a final answer comes first, and is sent after the
+// timeout to an upstream that says nothing.
+func TestExpectContinue(t *testing.T) {
+	t.Parallel()
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/reject" {
+			http.Error(w, "no", http.StatusForbidden)
+			return
+		}
+		b, _ := io.ReadAll(r.Body) // net/http sends 100 Continue here
+		fmt.Fprintf(w, "got %d", len(b))
+	})
+	silent := newRawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+	})
+	for _, tc := range []struct {
+		name, url string
+		status    int
+		body      string
+		sent      int64 // bytes of the request body read
+		got100    int
+	}{
+		{"upstream says continue", srv.URL + "/accept", 200, "got 4096", 4096, 1},
+		{"upstream answers first", srv.URL + "/reject", 403, "no\n", 0, 0},
+		{"upstream says nothing", silent.url("/"), 200, strings.Repeat("x", 4096), 4096, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &Transport{ExpectContinueTimeout: 100 * time.Millisecond}
+			defer tr.CloseIdleConnections()
+			var got100 int
+			ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+					if code == 100 {
+						got100++
+					}
+					return nil
+				},
+			})
+			body := &countingReader{r: strings.NewReader(strings.Repeat("x", 4096))}
+			req := newReq(t, "PUT", tc.url, io.NopCloser(body)).WithContext(ctx)
+			req.ContentLength = 4096
+			req.Header.Set("Expect", "100-continue")
+			resp, got := mustDo(t, tr, req)
+			if resp.StatusCode != tc.status || got != tc.body {
+				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, got, tc.status, tc.body)
+			}
+			if n := body.n.Load(); n != tc.sent {
+				t.Fatalf("%d bytes of the body read, want %d", n, tc.sent)
+			}
+			if got100 != tc.got100 {
+				t.Fatalf("saw %d 100 Continue, want %d", got100, tc.got100)
 			}
 		})
 	}
