@@ -349,8 +349,10 @@ func (g *Gateway) Reload() error {
 		log.Error("config reload failed; the old config stays in force", "path", g.opts.ConfigPath, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return err
 	}
-	if cfg.Listen != prev.cfg.Listen || cfg.Admin.Listen != prev.cfg.Admin.Listen {
-		log.Warn("listen addresses change only on restart", "listen", prev.cfg.Listen, "admin.listen", prev.cfg.Admin.Listen)
+	if cfg.Listen != prev.cfg.Listen || cfg.Admin.Listen != prev.cfg.Admin.Listen ||
+		cfg.Decision.Listen != prev.cfg.Decision.Listen || cfg.RLS.Listen != prev.cfg.RLS.Listen {
+		log.Warn("listen addresses change only on restart", "listen", prev.cfg.Listen, "admin.listen", prev.cfg.Admin.Listen,
+			"decision.listen", prev.cfg.Decision.Listen, "rls.listen", prev.cfg.RLS.Listen)
 	}
 	g.setLogger(cfg)
 	g.state.Store(st)
