@@ -6,12 +6,15 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sluice-gateway/sluice/limiter/limitertest"
 )
 
 const rlsConfig = `
@@ -167,5 +170,41 @@ func TestRLSOff(t *testing.T) {
   domains:`, `domains:`, 1))
 	if a := h.g.RLSAddr(); a != "" {
 		t.Fatalf("RLSAddr %q with rls.listen unset", a)
+	}
+}
+
+// TestRLSOnRedis admits exactly the limit to 50 concurrent Envoy callers on
+// the Redis store, and shows the count in the admin API.
+func TestRLSOnRedis(t *testing.T) {
+	t.Parallel()
+	addr := limitertest.RedisAddr(t)
+	cfg := strings.Replace(rlsConfig, "per-ip: { limit: 3, window: 1m }", "per-ip: { limit: 60, window: 1h }", 1)
+	h := startGateway(t, cfg+"store: "+strings.Replace(redisStoreConfig(addr), "timeout: 500ms", "timeout: 2s", 1)+"\n")
+	c := rlsClient(t, h.g.RLSAddr())
+	const callers, each = 50, 3
+	var mu sync.Mutex
+	codes := map[rlsv3.RateLimitResponse_Code]int{}
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			for range each {
+				resp, err := c.ShouldRateLimit(context.Background(), &rlsv3.RateLimitRequest{Domain: "edge",
+					Descriptors: []*commonv3.RateLimitDescriptor{{Entries: []*commonv3.RateLimitDescriptor_Entry{{Key: "remote_address", Value: "198.51.100.77"}}}}})
+				mu.Lock()
+				if err != nil {
+					codes[-1]++
+				} else {
+					codes[resp.OverallCode]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if codes[rlsv3.RateLimitResponse_OK] != 60 || codes[rlsv3.RateLimitResponse_OVER_LIMIT] != callers*each-60 {
+		t.Fatalf("answers %v, want 60 OK and %d OVER_LIMIT", codes, callers*each-60)
+	}
+	if u := keyUsage(t, h, "per-ip", "198.51.100.77"); u["count"] != 60.0 || u["rejected"] != float64(callers*each-60) {
+		t.Fatalf("usage: %v", u)
 	}
 }
