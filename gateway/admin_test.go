@@ -63,19 +63,23 @@ func testAdminAPI(t *testing.T, h *harness) {
 			Policy string
 			Keys   []map[string]any
 		}](t, body)
-		if list.Policy != "by-key" || len(list.Keys) != 2 || list.Keys[0]["key"] != "2001:db8::/64" || list.Keys[1]["key"] != "alice" {
-			t.Fatalf("busiest keys %s, want 2001:db8::/64 then alice", body)
+		if list.Policy != "by-key" || len(list.Keys) != 2 || list.Keys[0]["key"] != "header:x-api-key:2001:db8::/64" || list.Keys[1]["key"] != "header:x-api-key:alice" {
+			t.Fatalf("busiest keys %s, want header:x-api-key:2001:db8::/64 then header:x-api-key:alice", body)
 		}
 		for _, field := range []string{"key", "count", "limit", "remaining", "rejected", "reset_after_ms"} {
 			if _, ok := list.Keys[0][field]; !ok {
 				t.Fatalf("usage %v lacks %s", list.Keys[0], field)
 			}
 		}
-		esc := "/v1/policies/by-key/keys/" + url.PathEscape("2001:db8::/64")
+		// What the listing shows as key_path addresses the key.
+		if list.Keys[0]["key_path"] != url.PathEscape("header:x-api-key:2001:db8::/64") {
+			t.Fatalf("key_path %v", list.Keys[0]["key_path"])
+		}
+		esc := "/v1/policies/by-key/keys/" + list.Keys[0]["key_path"].(string)
 		resp, body = h.adminDo("GET", esc, "")
 		wantStatus(t, resp, body, 200)
 		u := decode[map[string]any](t, body)
-		if u["key"] != "2001:db8::/64" || u["count"] != float64(2) || u["rejected"] != float64(1) || u["remaining"] != float64(0) || u["limit"] != float64(2) {
+		if u["key"] != "header:x-api-key:2001:db8::/64" || u["count"] != float64(2) || u["rejected"] != float64(1) || u["remaining"] != float64(0) || u["limit"] != float64(2) {
 			t.Fatalf("usage of an escaped key: %s", body)
 		}
 		resp, body = h.adminDo("GET", "/v1/policies/by-key/keys/nobody", "")

@@ -62,7 +62,7 @@ alerts:
 	h.get("/keyed", "X-API-Key", "alice") // count 2: the alert fires
 	h.get("/keyed", "X-API-Key", "alice") // still full: inside the cooldown
 	got := received(1)
-	if len(got) != 1 || got[0].Alert != "full" || got[0].Policy != "by-key" || got[0].Key != "alice" || got[0].Value != 2 || got[0].Threshold != 2 {
+	if len(got) != 1 || got[0].Alert != "full" || got[0].Policy != "by-key" || got[0].Key != "header:x-api-key:alice" || got[0].Value != 2 || got[0].Threshold != 2 {
 		t.Fatalf("events %+v, want one for alice at 2 of 2", got)
 	}
 	clock.Advance(2 * time.Hour)

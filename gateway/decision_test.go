@@ -199,6 +199,11 @@ func TestDecisionEndpointMatchesLikeTheProxy(t *testing.T) {
 				t.Fatalf("X-RateLimit-Remaining %q", remaining(resp))
 			}
 		}
+		// Query key k-1 is not header key k-1: its own quota of 2.
+		for range 2 {
+			resp, body := h.decide(decisionCall{endpoint: "nginx", uri: "/keyed?key=k-1", client: "192.0.2.5"})
+			wantStatus(t, resp, body, 200)
+		}
 		resp, body := h.decide(decisionCall{endpoint: "nginx", uri: "/keyed?key=k-1", client: "192.0.2.5"})
 		wantStatus(t, resp, body, 403)
 		resp, body = h.decide(decisionCall{endpoint: "nginx", uri: "/keyed?key=k-2", client: "192.0.2.5"})

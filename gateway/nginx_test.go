@@ -320,7 +320,7 @@ routes:
 			t.Fatalf("%d admitted and %d limited, want 7 and %d", ok, limited, callers-7)
 		}
 		wantUpstream(admitted)
-		if u := keyUsage(t, h, "per-user", "alice"); u["count"] != 7.0 || u["rejected"] != float64(callers-7) {
+		if u := keyUsage(t, h, "per-user", "header:x-user:alice"); u["count"] != 7.0 || u["rejected"] != float64(callers-7) {
 			t.Fatalf("usage of alice: %v", u)
 		}
 	})

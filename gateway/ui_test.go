@@ -68,7 +68,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	for range 3 {
 		h.get("/keyed", "X-API-Key", "browser-key")
 	}
-	row := `#keys tr[data-key="browser-key"]`
+	row := `#keys tr[data-key="header:x-api-key:browser-key"]`
 	if err := chromedp.Do(ctx, chromedp.WaitVisible(css(row))); err != nil {
 		t.Fatalf("waiting for the key to appear: %v", err)
 	}
@@ -99,7 +99,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatalf("resetting the key: %v", err)
 	}
-	resp, body := h.adminDo("GET", "/v1/policies/by-key/keys/browser-key", "")
+	resp, body := h.adminDo("GET", "/v1/policies/by-key/keys/header:x-api-key:browser-key", "")
 	if resp.StatusCode != 200 || decode[map[string]any](t, body)["count"] != float64(0) {
 		t.Fatalf("after the reset button: %s", body)
 	}

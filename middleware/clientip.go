@@ -156,6 +156,17 @@ func (r *IPResolver) Key(addr netip.Addr) string {
 // KeySource extracts one candidate key from a request; ok is false when
 // the source is absent.
 //
+// The keys of this package's sources carry their source, so that key
+// spaces never meet: an IP key is the address (or IPv6 prefix) as it is,
+// "203.0.113.7" or "2001:db8:1:2::/64"; every other key is the source, its
+// name and the value, "header:x-api-key:VALUE" (header names in lower
+// case), "query:NAME:VALUE", "cookie:NAME:VALUE". A client that sends
+// "X-API-Key: 203.0.113.7" therefore never spends the quota of the client
+// at 203.0.113.7, nor "?key=k1" that of "X-API-Key: k1". In names and
+// values '%' and '|' are written %25 and %7C (and ':' in names %3A), so
+// that the parts of a Composite key are unambiguous. A KeySource of your
+// own should start its keys with a prefix of its own for the same reason.
+//
 // A source present more than once (a repeated header, query parameter or
 // cookie) is ambiguous: the upstream may read another copy than the one
 // counted, and a client could then spend a quota that is not its own, or
@@ -177,6 +188,7 @@ func IP(resolver *IPResolver) KeySource {
 // upstreams read as the same header.
 func Header(name string) KeySource {
 	name = http.CanonicalHeaderKey(name)
+	prefix := "header:" + escapeKeyPart(strings.ToLower(name), true) + ":"
 	alias := ""
 	if strings.Contains(name, "-") {
 		alias = http.CanonicalHeaderKey(strings.ReplaceAll(name, "-", "_"))
@@ -189,7 +201,7 @@ func Header(name string) KeySource {
 		case len(v) == 0 || v[0] == "":
 			return "", false
 		}
-		return v[0], true
+		return prefix + escapeKeyPart(v[0], false), true
 	}
 }
 
@@ -197,6 +209,7 @@ func Header(name string) KeySource {
 // once, or a query string that does not parse (a stray ';' or '%', which
 // upstreams read in different ways), is ambiguous.
 func Query(name string) KeySource {
+	prefix := "query:" + escapeKeyPart(name, true) + ":"
 	return func(r *http.Request) (string, bool) {
 		if r.URL.RawQuery == "" {
 			return "", false
@@ -209,13 +222,14 @@ func Query(name string) KeySource {
 		case len(v) == 0 || v[0] == "":
 			return "", false
 		}
-		return v[0], true
+		return prefix + escapeKeyPart(v[0], false), true
 	}
 }
 
 // Cookie is the KeySource of a cookie's value; a cookie sent more than
 // once is ambiguous.
 func Cookie(name string) KeySource {
+	prefix := "cookie:" + escapeKeyPart(name, true) + ":"
 	return func(r *http.Request) (string, bool) {
 		c := r.CookiesNamed(name)
 		switch {
@@ -224,8 +238,36 @@ func Cookie(name string) KeySource {
 		case len(c) == 0 || c[0].Value == "":
 			return "", false
 		}
-		return c[0].Value, true
+		return prefix + escapeKeyPart(c[0].Value, false), true
 	}
+}
+
+// escapeKeyPart writes '%' and '|' (and, in a name, ':') of s as %25, %7C
+// and %3A; it returns s itself when there is nothing to escape.
+func escapeKeyPart(s string, name bool) string {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c == '|' || (name && c == ':') {
+			n++
+		}
+	}
+	if n == 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s)+2*n)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '%':
+			b = append(b, "%25"...)
+		case c == '|':
+			b = append(b, "%7C"...)
+		case name && c == ':':
+			b = append(b, "%3A"...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // ParseKeySource turns a config spec into a KeySource: "ip",

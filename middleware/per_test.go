@@ -79,7 +79,7 @@ func TestOneLiners(t *testing.T) {
 		if fmt.Sprint(got) != "[200 200 429 200 429]" {
 			t.Fatalf("statuses %v", got)
 		}
-		if s := strings.Join(seen(), " "); s != "per-x-api-key=a per-x-api-key=b per-x-api-key=a per-x-api-key=192.0.2.1 per-x-api-key=192.0.2.1" {
+		if s := strings.Join(seen(), " "); s != "per-x-api-key=header:x-api-key:a per-x-api-key=header:x-api-key:b per-x-api-key=header:x-api-key:a per-x-api-key=192.0.2.1 per-x-api-key=192.0.2.1" {
 			t.Fatalf("keys %s", s)
 		}
 	})

@@ -147,6 +147,7 @@ func Run(t *testing.T, wrap Wrap) {
 	t.Run("StoreFailure", func(t *testing.T) { testStoreFailure(t, wrap) })
 	t.Run("Skip", func(t *testing.T) { testSkip(t, wrap) })
 	t.Run("KeySources", func(t *testing.T) { testKeySources(t, wrap) })
+	t.Run("KeySpaces", func(t *testing.T) { testKeySpaces(t, wrap) })
 	t.Run("AmbiguousKeys", func(t *testing.T) { testAmbiguousKeys(t, wrap) })
 	t.Run("CustomReject", func(t *testing.T) { testCustomReject(t, wrap) })
 	t.Run("ContextReachesStore", func(t *testing.T) { testContext(t, wrap) })
@@ -399,8 +400,9 @@ func testKeySources(t *testing.T, wrap Wrap) {
 	if get(t, srv, "/", withHeader("a")).StatusCode != 429 {
 		t.Fatal("same API key not limited")
 	}
-	if get(t, srv, "/?key=a", nil).StatusCode != 429 {
-		t.Fatal("query key a is not the same key as header a")
+	// Each source has its key space: query key a is not header key a.
+	if get(t, srv, "/?key=a", nil).StatusCode != 200 || get(t, srv, "/?key=a", nil).StatusCode != 429 {
+		t.Fatal("query key a shares a bucket with header key a, or is not limited")
 	}
 	cookie := func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "key", Value: "c"}) }
 	if get(t, srv, "/", cookie).StatusCode != 200 || get(t, srv, "/", cookie).StatusCode != 429 {
@@ -418,6 +420,48 @@ func testKeySources(t *testing.T, wrap Wrap) {
 	resp := get(t, wrap(t, rej, h), "/", nil)
 	if resp.StatusCode != http.StatusBadRequest || h.hits.Load() != 0 {
 		t.Fatalf("missing key with reject: status %d, handler %d; want 400 and 0", resp.StatusCode, h.hits.Load())
+	}
+}
+
+// testKeySpaces: the stored key carries its source, so a header whose
+// value is a client's IP address never spends that client's per-IP quota
+// (nor the client its quota), and header, query and cookie keys with the
+// same value are three keys.
+func testKeySpaces(t *testing.T, wrap Wrap) {
+	s := newStore(t)
+	p := policy(t, "spaces", 1, time.Minute)
+	l := mustNew(t, s, []middleware.Rule{
+		{Policy: p, Keys: []middleware.KeySource{middleware.Header("X-API-Key"), middleware.Query("key"), middleware.Cookie("key"), middleware.IP(&middleware.IPResolver{})}},
+	})
+	srv := wrap(t, l, &handler{})
+	header := func(v string) func(*http.Request) { return func(r *http.Request) { r.Header.Set("X-API-Key", v) } }
+	cookie := func(v string) func(*http.Request) {
+		return func(r *http.Request) { r.AddCookie(&http.Cookie{Name: "key", Value: v}) }
+	}
+	for _, tc := range []struct {
+		name, path string
+		mod        func(*http.Request)
+	}{
+		{"header holding the client's IP", "/", header("192.0.2.10")},
+		{"the client's IP", "/", nil},
+		{"query holding the client's IP", "/?key=192.0.2.10", nil},
+		{"header k1", "/", header("k1")},
+		{"query k1", "/?key=k1", nil},
+		{"cookie k1", "/", cookie("k1")},
+		{"header with a separator", "/", header("k1|query:key:k1")},
+	} {
+		if resp := get(t, srv, tc.path, tc.mod); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d, want 200 (its key space is its own)", tc.name, resp.StatusCode)
+		}
+		if resp := get(t, srv, tc.path, tc.mod); resp.StatusCode != 429 {
+			t.Fatalf("%s again: %d, want 429", tc.name, resp.StatusCode)
+		}
+	}
+	for k, want := range map[string]int64{"192.0.2.10": 1, "header:x-api-key:192.0.2.10": 1, "query:key:192.0.2.10": 1,
+		"header:x-api-key:k1": 1, "query:key:k1": 1, "cookie:key:k1": 1, "header:x-api-key:k1%7Cquery:key:k1": 1} {
+		if u, _ := s.Peek(context.Background(), p, k); u.Count != want {
+			t.Errorf("key %q counted %d, want %d", k, u.Count, want)
+		}
 	}
 }
 
@@ -456,7 +500,7 @@ func testAmbiguousKeys(t *testing.T, wrap Wrap) {
 	if n := h.hits.Load(); n != 0 {
 		t.Fatalf("the handler ran %d times for ambiguous keys, want 0", n)
 	}
-	for _, k := range []string{"a", "b", "192.0.2.10"} {
+	for _, k := range []string{"a", "b", "header:x-api-key:a", "header:x-api-key:b", "query:key:a", "query:key:b", "cookie:key:a", "cookie:key:b", "192.0.2.10"} {
 		if u, _ := s.Peek(context.Background(), byKey, k); u.Count != 0 {
 			t.Fatalf("key %q counted %d times, want 0", k, u.Count)
 		}
@@ -470,8 +514,11 @@ func testAmbiguousKeys(t *testing.T, wrap Wrap) {
 	if resp := get(t, srv, "/", func(r *http.Request) { r.Header.Set("Cookie", "key=a; other=1") }); resp.StatusCode != 200 {
 		t.Fatalf("one cookie: %d, want 200", resp.StatusCode)
 	}
-	if u, _ := s.Peek(context.Background(), byKey, "a"); u.Count != 3 {
-		t.Fatalf("key a counted %d times, want 3", u.Count)
+	if u, _ := s.Peek(context.Background(), byKey, "query:key:a"); u.Count != 2 {
+		t.Fatalf("query key a counted %d times, want 2", u.Count)
+	}
+	if u, _ := s.Peek(context.Background(), byKey, "cookie:key:a"); u.Count != 1 {
+		t.Fatalf("cookie key a counted %d times, want 1", u.Count)
 	}
 }
 
