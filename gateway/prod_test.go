@@ -288,7 +288,7 @@ func TestAccessLog(t *testing.T) {
 					t.Errorf("client %v, want 127.0.0.1: %v", l["client"], l)
 				}
 			}
-			want := map[bool][2]any{false: {nil, nil}, true: {`by-key="k-123"`, `wide="127.0.0.1" per-ip="127.0.0.1"`}}[keys]
+			want := map[bool][2]any{false: {nil, nil}, true: {`by-key="header:x-api-key:k-123"`, `wide="127.0.0.1" per-ip="127.0.0.1"`}}[keys]
 			if lines[0]["keys"] != want[0] || lines[1]["keys"] != want[1] {
 				t.Fatalf("keys %v and %v, want %v", lines[0]["keys"], lines[1]["keys"], want)
 			}
