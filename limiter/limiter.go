@@ -44,9 +44,10 @@
 // cost does not grow with the number of active keys. Each process counts
 // its requests in a summary of bounded size (package limiter/topk:
 // Space-Saving per process, merged Misra-Gries per slot of a tenth of the
-// window), and a listing reads the exact usage of at most max(N, 2K) of the
-// best candidates, K being the summary's parameter (default 500, the
-// memory and Redis stores' TopK option).
+// window), and a listing reads the exact usage of the N best candidates and
+// of any other whose estimate is above T/2K (fewer than 2K), K being the
+// summary's parameter (default 500, the memory and Redis stores' TopK
+// option).
 //
 // The guarantee: let T be the policy's requests in the window (and at most
 // a tenth of a window before it), over every process. Every key with more
