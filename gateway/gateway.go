@@ -225,6 +225,10 @@ func (g *Gateway) storeFor(cfg *Config, prev *state) (limiter.Store, error) {
 		return st, nil
 	}
 	was, now := prev.cfg.Store, cfg.Store
+	if was.TopK != now.TopK {
+		g.log.Load().Warn("store.top_k changes apply on restart; the running store keeps its busiest-key summaries", "top_k", was.TopK)
+		cfg.Store.TopK, now.TopK = was.TopK, was.TopK
+	}
 	switch {
 	case was.Backend != now.Backend:
 		return nil, fmt.Errorf("store.backend: a reload cannot change it from %s to %s (the %s store's counters would be lost or stranded); restart to change it", was.Backend, now.Backend, was.Backend)
