@@ -481,3 +481,30 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseFiles: a licence, a changelog, and a README that says how to
+// create the Secret the Deployment reads.
+func TestReleaseFiles(t *testing.T) {
+	t.Parallel()
+	lic, err := os.ReadFile("../LICENSE")
+	if err != nil || !strings.Contains(string(lic), "Apache License") || !strings.Contains(string(lic), "Version 2.0, January 2004") ||
+		!strings.Contains(string(lic), "END OF TERMS AND CONDITIONS") {
+		t.Fatalf("LICENSE: %v; want the Apache License 2.0", err)
+	}
+	if b, err := os.ReadFile("../CHANGELOG.md"); err != nil || !strings.Contains(string(b), "## Unreleased") {
+		t.Fatalf("CHANGELOG.md: %v", err)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range readManifests(t, "../deploy/kubernetes")["Deployment/sluice"].Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				if want := "kubectl create secret generic " + e.ValueFrom.SecretKeyRef.Name; !strings.Contains(string(readme), want) {
+					t.Errorf("the README does not say %q", want)
+				}
+			}
+		}
+	}
+}
