@@ -44,13 +44,14 @@
 // cost does not grow with the number of active keys. Each process counts
 // its requests in a summary of bounded size (package limiter/topk:
 // Space-Saving per process, merged Misra-Gries per slot of a tenth of the
-// window), and a listing reads the exact usage of the N best candidates and
+// window, at least a second), and a listing reads the exact usage of the N best candidates and
 // of any other whose estimate is above T/2K (fewer than 2K), K being the
 // summary's parameter (default 500, the memory and Redis stores' TopK
 // option).
 //
 // The guarantee: let T be the policy's requests in the window (and at most
-// a tenth of a window before it), over every process. Every key with more
+// one slot before it: a tenth of the window, at least a second), over
+// every process. Every key with more
 // than T/K of them is read exactly, so it is listed unless N listed keys
 // have at least as many requests. ActiveKeys, the number of distinct keys
 // with a request in the same span, is a HyperLogLog estimate (standard

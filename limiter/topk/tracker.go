@@ -5,7 +5,7 @@
 // A Tracker counts every request in process: per policy, four stripes
 // (picked by the key's Hash) each hold a Space-Saving summary of 4K keys
 // and a HyperLogLog Sketch, behind the stripe's own mutex. Observe
-// allocates nothing and costs well under 100ns. Time is cut into slots of
+// allocates nothing and costs under 100ns of CPU (BenchmarkObserve). Time is cut into slots of
 // a tenth of the policy's window (at least a second); Flush moves the
 // stripes' counts into a Misra-Gries summary per slot (8K-1 keys) and
 // returns each changed slot's view: its keys above total/8K, and at least
@@ -21,9 +21,10 @@
 // those slots, and falls short of it by at most T/4K (Space-Saving) plus
 // T/8K (Misra-Gries) plus T/8K (the view's threshold): T/2K in all. The
 // estimates add up to at most T, so fewer than 2K keys have an estimate
-// above T/2K. A listing reads the exact usage of the 2K best estimates (or
-// N when N is larger): so every key with more than T/K requests is read
-// exactly, and it is listed unless N listed keys have at least as many.
+// above T/2K. A listing reads the exact usage of the N best estimates and
+// of every estimate above T/2K (Reads): so every key with more than T/K
+// requests is read exactly, and it is listed unless N listed keys have at
+// least as many.
 package topk
 
 import (
