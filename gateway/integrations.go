@@ -40,7 +40,7 @@ func (g *Gateway) buildIntegrations(st *state, cfg *Config) error {
 	for _, d := range cfg.RLS.Domains {
 		domains = append(domains, rls.Domain{Name: d.Domain, Descriptors: rlsDescriptors(d.Descriptors, st.policies)})
 	}
-	table, err := rls.NewTable(domains)
+	table, err := rls.NewTable(domains, rls.WithIPKey(st.ip.Key))
 	if err != nil {
 		return fmt.Errorf("rls: %w", err)
 	}

@@ -92,7 +92,7 @@ func TestRLSInTheGateway(t *testing.T) {
 			t.Fatalf("checkout %d: %v", n, r)
 		}
 	}
-	if u := keyUsage(t, h, "per-user", "alice"); u["count"] != 2.0 || u["rejected"] != 1.0 {
+	if u := keyUsage(t, h, "per-user", "descriptor:user:alice"); u["count"] != 2.0 || u["rejected"] != 1.0 {
 		t.Fatalf("usage of alice: %v", u)
 	}
 	for series, want := range map[string]string{

@@ -242,6 +242,14 @@ func Cookie(name string) KeySource {
 	}
 }
 
+// SourcedKey returns the stored key of value from the source named
+// source and name, in the form this package's sources use
+// ("header:x-api-key:VALUE"): for key sources outside this package, such as
+// the descriptors of Envoy's rate limit service ("descriptor:user:alice").
+func SourcedKey(source, name, value string) string {
+	return source + ":" + escapeKeyPart(name, true) + ":" + escapeKeyPart(value, false)
+}
+
 // escapeKeyPart writes '%' and '|' (and, in a name, ':') of s as %25, %7C
 // and %3A; it returns s itself when there is nothing to escape.
 func escapeKeyPart(s string, name bool) string {

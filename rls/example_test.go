@@ -33,6 +33,6 @@ func ExampleTable_Lookup() {
 	}
 	// Output:
 	// [{remote_address 203.0.113.7}] -> per-ip "203.0.113.7"
-	// [{generic_key checkout} {user alice}] -> per-user "alice"
+	// [{generic_key checkout} {user alice}] -> per-user "descriptor:user:alice"
 	// [{generic_key search} {user alice}] -> not limited
 }

@@ -271,7 +271,7 @@ func TestShadowPoliciesAnswerOK(t *testing.T) {
 	if len(labels) != 4 || labels[0] != want[0] || labels[1] != want[1] || labels[2] != want[2] || labels[3] != want[3] {
 		t.Fatalf("observed %v, want %v", labels, want)
 	}
-	if u := usage(t, f.store, shadow, "bob"); u.Count != 2 || u.Rejected != 2 {
+	if u := usage(t, f.store, shadow, "descriptor:user:bob"); u.Count != 2 || u.Rejected != 2 {
 		t.Fatalf("usage %+v", u)
 	}
 }
@@ -294,7 +294,7 @@ func TestHitsAddendIsTheCost(t *testing.T) {
 	if resp.OverallCode != over || resp.Statuses[0].LimitRemaining != 1 {
 		t.Fatalf("2 hits over 1 remaining: %v", resp)
 	}
-	if u := usage(t, f.store, p, "t1"); u.Count != 9 || u.Rejected != 1 {
+	if u := usage(t, f.store, p, "descriptor:tenant:t1"); u.Count != 9 || u.Rejected != 1 {
 		t.Fatalf("usage %+v", u)
 	}
 	// is_negative_hits is not supported: answered OK, nothing counted.
@@ -303,7 +303,7 @@ func TestHitsAddendIsTheCost(t *testing.T) {
 	if resp := f.call(t, "edge", 3, neg); resp.OverallCode != ok {
 		t.Fatalf("negative hits: %v", resp)
 	}
-	if u := usage(t, f.store, p, "t1"); u.Count != 9 {
+	if u := usage(t, f.store, p, "descriptor:tenant:t1"); u.Count != 9 {
 		t.Fatalf("usage after negative hits %+v", u)
 	}
 }
@@ -321,7 +321,7 @@ func TestCurrentLimitUnits(t *testing.T) {
 		{90 * time.Second, rlsv3.RateLimitResponse_RateLimit_UNKNOWN},
 		{1500 * time.Millisecond, rlsv3.RateLimitResponse_RateLimit_UNKNOWN},
 	} {
-		p := &limiter.Policy{Name: "p", Limit: 7, Window: tc.window, Overrides: map[string]int64{"vip": 70}}
+		p := &limiter.Policy{Name: "p", Limit: 7, Window: tc.window, Overrides: map[string]int64{"descriptor:k:vip": 70}}
 		f := start(t, nil, rls.Domain{Name: "d", Descriptors: []rls.Descriptor{{Key: "k", Policy: p}}})
 		cl := f.call(t, "d", 0, desc("k", "x")).Statuses[0].CurrentLimit
 		if cl.GetUnit() != tc.unit || cl.GetRequestsPerUnit() != 7 || cl.GetName() != "p" {
@@ -414,12 +414,15 @@ func TestTableLookup(t *testing.T) {
 		key     string
 	}{
 		{e("remote_address", "203.0.113.7"), a, "203.0.113.7"},
-		{e("path", "/login"), b, "/login"},
-		{e("path", "/other"), d, "/other"},
+		{e("remote_address", "::ffff:203.0.113.7"), a, "203.0.113.7"},
+		{e("remote_address", "2001:db8:1:2:3:4:5:6"), a, "2001:db8:1:2::/64"},
+		{e("remote_address", "not-an-ip"), a, "descriptor:remote_address:not-an-ip"},
+		{e("path", "/login"), b, "descriptor:path:/login"},
+		{e("path", "/other"), d, "descriptor:path:/other"},
 		{e("path", "/login", "remote_address", "10.0.0.1"), c, "10.0.0.1"},
-		{e("path", "/x", "method", "GET", "user", "u1"), c, "/x|GET|u1"},
-		{e("path", "/x|GET", "method", "u1", "user", ""), c, "/x%7CGET|u1|"},
-		{e("path", "100%", "method", "GET", "user", "u"), c, "100%25|GET|u"},
+		{e("path", "/x", "method", "GET", "user", "u1"), c, "descriptor:path:/x|descriptor:method:GET|descriptor:user:u1"},
+		{e("path", "/x|GET", "method", "u1", "user", ""), c, "descriptor:path:/x%7CGET|descriptor:method:u1|descriptor:user:"},
+		{e("path", "100%", "method", "GET", "user", "u"), c, "descriptor:path:100%25|descriptor:method:GET|descriptor:user:u"},
 		{e("path", "/x", "method", "GET"), nil, ""},
 		{e("path", "/login", "user", "u"), nil, ""},
 		{e("remote_address", "1", "path", "/"), nil, ""},

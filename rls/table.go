@@ -9,7 +9,8 @@
 // holds descriptors; a descriptor matches one entry by key and, when it
 // names one, by value; nested descriptors match the entries after it; the
 // policy of the descriptor where the entries end applies. A descriptor that
-// names no value matches any value, and each value counts for itself. Where
+// names no value matches any value, and each value counts for itself
+// (Lookup says under which key). Where
 // envoyproxy/ratelimit writes a limit inline (rate_limit: {unit,
 // requests_per_unit}), a Table names a Sluice policy, which brings its
 // algorithm, window, overrides and shadow mode, and shares its counts with
@@ -21,9 +22,11 @@ package rls
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/middleware"
 )
 
 // Descriptor matches one entry of a rate limit descriptor.
@@ -49,11 +52,20 @@ type Entry struct{ Key, Value string }
 // concurrent use; the zero Table maps nothing.
 type Table struct {
 	domains map[string]*node
+	ipKey   func(netip.Addr) string
 }
+
+// TableOption configures a Table.
+type TableOption func(*Table)
+
+// WithIPKey sets how a remote_address value is keyed, so that it counts
+// under the same key as on the proxy listener (the gateway passes its
+// IPResolver's Key: IPv6 by ipv6_prefix). The default keys IPv4 as it is
+// and IPv6 by its /64.
+func WithIPKey(f func(netip.Addr) string) TableOption { return func(t *Table) { t.ipKey = f } }
 
 type node struct {
 	policy *limiter.Policy
-	open   bool             // this descriptor names no value
 	exact  map[Entry]*node  // children that name a value
 	any    map[string]*node // children that name only a key
 }
@@ -62,8 +74,11 @@ func newNode() *node { return &node{exact: map[Entry]*node{}, any: map[string]*n
 
 // NewTable compiles domains. Domain names must be unique and non-empty, as
 // must each (key, value) among siblings; every policy must be valid.
-func NewTable(domains []Domain) (*Table, error) {
-	t := &Table{domains: map[string]*node{}}
+func NewTable(domains []Domain, opts ...TableOption) (*Table, error) {
+	t := &Table{domains: map[string]*node{}, ipKey: (&middleware.IPResolver{}).Key}
+	for _, o := range opts {
+		o(t)
+	}
 	var errs []error
 	for _, d := range domains {
 		if d.Name == "" {
@@ -99,8 +114,8 @@ func add(parent *node, ds []Descriptor, path string) []error {
 			}
 		}
 		n := newNode()
-		n.policy, n.open = d.Policy, d.Value == ""
-		if n.open {
+		n.policy = d.Policy
+		if d.Value == "" {
 			if parent.any[d.Key] != nil {
 				errs = append(errs, fmt.Errorf("%s: duplicate", p))
 				continue
@@ -123,13 +138,13 @@ func add(parent *node, ds []Descriptor, path string) []error {
 // when the table does not limit it. An entry matches a descriptor naming
 // its key and value first, else one naming its key alone.
 //
-// The key is the values of the entries matched by descriptors that name no
-// value, joined with "|"; a descriptor whose entries all matched named
-// values counts under all its values, joined alike. A "|" or "%" inside a
-// value is escaped as "%7C" or "%25", so two descriptors share a key only
-// when their values are equal. A single open entry's plain value is the key
-// itself: ("remote_address", "203.0.113.7") counts under "203.0.113.7", as
-// the proxy listener counts that client under an ip policy.
+// The key is made of the entries that key-only descriptors matched (all the
+// entries when each matched a value), each in its own key space as
+// middleware's key sources are: a remote_address whose value is an IP
+// address is the IP key the proxy listener uses ("203.0.113.7", an IPv6
+// prefix), so one client counts once whichever way it came; any other entry
+// is "descriptor:KEY:VALUE" (middleware.SourcedKey). Several parts are
+// joined with "|", which SourcedKey escapes inside names and values.
 func (t *Table) Lookup(domain string, entries []Entry) (p *limiter.Policy, key string, ok bool) {
 	if t == nil || len(entries) == 0 {
 		return nil, "", false
@@ -139,7 +154,7 @@ func (t *Table) Lookup(domain string, entries []Entry) (p *limiter.Policy, key s
 		return nil, "", false
 	}
 	var open [4]int
-	opens := open[:0] // indexes of the entries that open descriptors matched
+	opens := open[:0] // indexes of the entries that key-only descriptors matched
 	for i, e := range entries {
 		next := n.exact[e]
 		if next == nil {
@@ -153,33 +168,36 @@ func (t *Table) Lookup(domain string, entries []Entry) (p *limiter.Policy, key s
 	if n.policy == nil {
 		return nil, "", false
 	}
-	if len(opens) == 1 && !strings.ContainsAny(entries[opens[0]].Value, "|%") {
-		return n.policy, entries[opens[0]].Value, true
+	if len(opens) == 1 {
+		return n.policy, t.part(entries[opens[0]]), true
 	}
 	var b strings.Builder
-	add := func(v string) {
+	add := func(e Entry) {
 		if b.Len() > 0 {
 			b.WriteByte('|')
 		}
-		for i := 0; i < len(v); i++ {
-			switch v[i] {
-			case '|':
-				b.WriteString("%7C")
-			case '%':
-				b.WriteString("%25")
-			default:
-				b.WriteByte(v[i])
-			}
-		}
+		b.WriteString(t.part(e))
 	}
 	if len(opens) == 0 {
 		for _, e := range entries {
-			add(e.Value)
+			add(e)
 		}
 	} else {
 		for _, i := range opens {
-			add(entries[i].Value)
+			add(entries[i])
 		}
 	}
 	return n.policy, b.String(), true
+}
+
+// part is the key of one entry.
+func (t *Table) part(e Entry) string {
+	if e.Key == "remote_address" {
+		if a, err := netip.ParseAddr(e.Value); err == nil {
+			if k := t.ipKey(a.Unmap()); k != "" {
+				return k
+			}
+		}
+	}
+	return middleware.SourcedKey("descriptor", e.Key, e.Value)
 }
