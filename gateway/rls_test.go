@@ -87,6 +87,13 @@ func TestRLSInTheGateway(t *testing.T) {
 		t.Fatalf("usage: %v", u)
 	}
 
+	// IPv6 clients are keyed by their /64, as on the proxy listener.
+	shouldRateLimit(t, c, "edge", "remote_address", "2001:db8:0:1::1")
+	shouldRateLimit(t, c, "edge", "remote_address", "2001:db8:0:1::2")
+	if u := keyUsage(t, h, "per-ip", "2001:db8:0:1::/64"); u["count"] != 2.0 {
+		t.Fatalf("usage of the /64: %v", u)
+	}
+
 	for n, want := range []rlsv3.RateLimitResponse_Code{rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OK, rlsv3.RateLimitResponse_OVER_LIMIT} {
 		if r := shouldRateLimit(t, c, "edge", "generic_key", "checkout", "user", "alice"); r.OverallCode != want {
 			t.Fatalf("checkout %d: %v", n, r)
@@ -98,7 +105,7 @@ func TestRLSInTheGateway(t *testing.T) {
 	for series, want := range map[string]string{
 		`sluice_decisions_total{decision="allowed",policy="per-user"}`:  "2",
 		`sluice_decisions_total{decision="rejected",policy="per-user"}`: "1",
-		`sluice_decisions_total{decision="allowed",policy="per-ip"}`:    "3",
+		`sluice_decisions_total{decision="allowed",policy="per-ip"}`:    "5",
 		`sluice_decisions_total{decision="rejected",policy="per-ip"}`:   "2",
 	} {
 		if got := metric(t, h, series); got != want {
