@@ -72,9 +72,13 @@ type Store struct {
 
 var _ limiter.Store = (*Store)(nil)
 
+// A shard's map is keyed by the entry key's hash, the one hash a call
+// computes (it also picks the shard); entries whose keys share a hash are
+// chained.
 type shard struct {
 	mu       sync.Mutex
-	m        map[entryKey]*entry
+	m        map[uint64]*entry
+	n        int      // entries held, chains included
 	capacity int      // this shard's part of MaxKeys
 	_        [32]byte // keep shards on separate cache lines
 }
@@ -90,7 +94,10 @@ type entryKey struct {
 }
 
 type entry struct {
-	lastSeen int64 // ns
+	key      entryKey
+	hash     uint64
+	next     *entry // the next entry whose key has the same hash
+	lastSeen int64  // ns
 	drained  int64 // ns: from then on the entry holds nothing worth keeping
 	rejected int64
 	sw       slidingWindow
@@ -121,7 +128,7 @@ func New(opts Options) *Store {
 		if i < maxKeys%shardCount {
 			s.shards[i].capacity++
 		}
-		s.shards[i].m = make(map[entryKey]*entry)
+		s.shards[i].m = make(map[uint64]*entry)
 	}
 	s.counters = newMemCounters(s)
 	s.hist = make(map[string]map[int64]*minute)
@@ -191,9 +198,13 @@ func (s *Store) Sweep() {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		for k, e := range sh.m {
-			if e.drained <= now {
-				delete(sh.m, k)
+		for _, head := range sh.m {
+			for e := head; e != nil; {
+				next := e.next
+				if e.drained <= now {
+					sh.remove(e)
+				}
+				e = next
 			}
 		}
 		sh.mu.Unlock()
@@ -206,14 +217,16 @@ func (s *Store) Len() int {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.n
 		sh.mu.Unlock()
 	}
 	return n
 }
 
-func (s *Store) shardFor(key string) *shard {
-	return &s.shards[maphash.String(s.seed, key)%shardCount]
+// locate hashes k, once per call, and returns its shard and its hash.
+func (s *Store) locate(k entryKey) (*shard, uint64) {
+	h := maphash.Comparable(s.seed, k)
+	return &s.shards[h%shardCount], h
 }
 
 func keyOf(p *limiter.Policy, key string) entryKey {
@@ -223,40 +236,73 @@ func keyOf(p *limiter.Policy, key string) entryKey {
 // lookup returns the entry for k, creating it when create is set. A drained
 // entry is replaced, so stale state never leaks into a new window. The
 // shard's lock must be held.
-func (sh *shard) lookup(k entryKey, now int64, create bool) *entry {
-	e := sh.m[k]
+func (sh *shard) lookup(k entryKey, h uint64, now int64, create bool) *entry {
+	e := sh.find(k, h)
 	if e != nil && e.drained <= now {
-		delete(sh.m, k)
+		sh.remove(e)
 		e = nil
 	}
 	if e == nil && create {
-		if len(sh.m) >= sh.capacity {
+		if sh.n >= sh.capacity {
 			sh.evict(now)
 		}
-		e = &entry{}
-		sh.m[k] = e
+		e = &entry{key: k, hash: h, next: sh.m[h]}
+		sh.m[h] = e
+		sh.n++
 	}
 	return e
+}
+
+// find returns the entry of k, or nil. The shard's lock must be held.
+func (sh *shard) find(k entryKey, h uint64) *entry {
+	for e := sh.m[h]; e != nil; e = e.next {
+		if e.key == k {
+			return e
+		}
+	}
+	return nil
+}
+
+// remove unlinks e. The shard's lock must be held.
+func (sh *shard) remove(e *entry) {
+	if head := sh.m[e.hash]; head == e {
+		if e.next == nil {
+			delete(sh.m, e.hash)
+		} else {
+			sh.m[e.hash] = e.next
+		}
+	} else {
+		for p := head; p != nil; p = p.next {
+			if p.next == e {
+				p.next = e.next
+				break
+			}
+		}
+	}
+	e.next = nil
+	sh.n--
 }
 
 // evict removes the least recently seen entry of a random sample, or the
 // first drained one found.
 func (sh *shard) evict(now int64) {
-	var victim entryKey
+	var victim *entry
 	oldest, n := int64(1<<63-1), 0
-	for k, e := range sh.m {
+	for _, e := range sh.m {
 		if e.drained <= now {
-			victim = k
+			victim = e
 			break
 		}
 		if e.lastSeen < oldest {
-			victim, oldest = k, e.lastSeen
+			victim, oldest = e, e.lastSeen
 		}
 		if n++; n >= evictSample {
 			break
 		}
 	}
-	delete(sh.m, victim)
+	if victim != nil {
+		sh.remove(victim)
+	}
 }
 
 // Allow implements limiter.Store.
@@ -269,10 +315,10 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	}
 	limit := p.LimitFor(key)
 	k := keyOf(p, key)
-	sh := s.shardFor(k.key)
+	sh, h := s.locate(k)
 	now := s.now()
 	sh.mu.Lock()
-	e := sh.lookup(k, now, true)
+	e := sh.lookup(k, h, now, true)
 	var d limiter.Decision
 	switch p.Algorithm {
 	case limiter.SlidingLog:
@@ -300,11 +346,11 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 		return nil
 	}
 	k := keyOf(p, key)
-	sh := s.shardFor(k.key)
+	sh, h := s.locate(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
-	e := sh.lookup(k, now, false)
+	e := sh.lookup(k, h, now, false)
 	if e == nil {
 		return nil
 	}
@@ -327,11 +373,11 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 		return limiter.Usage{}, err
 	}
 	k := keyOf(p, key)
-	sh := s.shardFor(k.key)
+	sh, h := s.locate(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
-	return s.usage(p, k, sh.lookup(k, now, false), now), nil
+	return s.usage(p, k, sh.lookup(k, h, now, false), now), nil
 }
 
 func (s *Store) usage(p *limiter.Policy, k entryKey, e *entry, now int64) limiter.Usage {
@@ -361,9 +407,11 @@ func (s *Store) usage(p *limiter.Policy, k entryKey, e *entry, now int64) limite
 // Reset implements limiter.Store.
 func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error {
 	k := keyOf(p, key)
-	sh := s.shardFor(k.key)
+	sh, h := s.locate(k)
 	sh.mu.Lock()
-	delete(sh.m, k)
+	if e := sh.find(k, h); e != nil {
+		sh.remove(e)
+	}
 	sh.mu.Unlock()
 	return nil
 }
