@@ -98,7 +98,7 @@ type entry struct {
 	hash     uint64
 	next     *entry // the next entry whose key has the same hash
 	lastSeen int64  // ns
-	drained  int64 // ns: from then on the entry holds nothing worth keeping
+	drained  int64  // ns: from then on the entry holds nothing worth keeping
 	rejected int64
 	sw       slidingWindow
 	log      slidingLog

@@ -12,44 +12,17 @@ import (
 	"github.com/sluice-gateway/sluice/limiter"
 )
 
-// sliding_log runs on plain pipelined commands with limiter.Log's
-// arithmetic: one sorted-set member per unit, scored by its time in
-// microseconds. A request adds its members (ZADD, first, so that a server
-// out of memory refuses it), drops the members that left the window
-// (ZREMRANGEBYSCORE), counts the window (ZCOUNT) and sets the TTL. When
-// the count without its own members leaves no room, a second round trip
+// sliding_log keeps one sorted-set member per unit, scored by its time in
+// microseconds, and decides with limiter.Log's arithmetic. A request adds
+// its members, drops the members that left the window and counts the
+// window in one small script (logAddScript): the count must be taken in
+// the same step as the add, or two requests interleaved on two connections
+// could each count the other and both be rejected at the limit. When the
+// count without its own members leaves no room, a second round trip
 // removes its members, counts the rejection and reads the member whose
-// leaving makes room, for the retry time. Each request's count holds every
-// request before it, so no span of one window admits more than Limit.
-
-type logOp struct {
-	key     string
-	members []redis.Z
-	cutoff  string // members scored at or below it are outside the window
-	ttl     time.Duration
-	add     *redis.IntCmd
-	trim    *redis.IntCmd
-	count   *redis.IntCmd
-	expire  *redis.BoolCmd
-}
-
-func (o *logOp) queue(ctx context.Context, pipe redis.Pipeliner) {
-	o.add = pipe.ZAdd(ctx, o.key, o.members...)
-	o.trim = pipe.ZRemRangeByScore(ctx, o.key, "-inf", o.cutoff)
-	o.count = pipe.ZCount(ctx, o.key, "("+o.cutoff, "+inf")
-	o.expire = pipe.PExpire(ctx, o.key, o.ttl)
-}
-
-func (o *logOp) done(context.Context, *Store) {}
-
-func (o *logOp) err() error {
-	for _, err := range []error{o.add.Err(), o.trim.Err(), o.count.Err(), o.expire.Err()} {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// leaving makes room, for the retry time. Each request's count holds
+// exactly the requests before it, so no span of one window admits more
+// than Limit, and a burst admits exactly Limit.
 
 // logMembers returns the members of a charge: one per unit.
 func logMembers(id string, cost int64) []string {
@@ -67,19 +40,24 @@ func (s *Store) allowLog(ctx context.Context, p *limiter.Policy, storeKey string
 	name := s.keyName(p, storeKey)
 	id := s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
 	names := logMembers(id, cost)
-	members := make([]redis.Z, cost)
-	for i, m := range names {
-		members[i] = redis.Z{Score: float64(nowUS), Member: m}
-	}
 	cutoff := us(nowUS - lg.Size)
-	o := &logOp{key: name, members: members, cutoff: cutoff, ttl: p.Window + windowMargin}
+	args := make([]any, 0, 3+len(names))
+	args = append(args, us(nowUS), cutoff, (p.Window + windowMargin).Milliseconds())
+	for _, m := range names {
+		args = append(args, m)
+	}
+	o := &scriptOp{c: call{logAddScript, []string{name}, args}}
 	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_log: %w", err)
 	}
-	if err := o.err(); err != nil {
-		return limiter.Decision{}, fmt.Errorf("redis sliding_log: %w", err)
+	if o.err != nil {
+		return limiter.Decision{}, fmt.Errorf("redis sliding_log: %w", o.err)
 	}
-	before := o.count.Val() - cost
+	count, ok := o.v.(int64)
+	if !ok {
+		return limiter.Decision{}, fmt.Errorf("redis sliding_log: unexpected reply %T", o.v)
+	}
+	before := count - cost
 	d := limiter.Decision{Limit: limit}
 	if lg.Fits(before, limit, cost) {
 		d.Allowed = true

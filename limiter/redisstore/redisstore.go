@@ -16,10 +16,12 @@
 // deadline or a cancellation ends the wait, and a call withdrawn before it
 // was sent charges nothing. sliding_window and fixed_window run on plain
 // pipelined commands with limiter.Window's and limiter.Fixed's arithmetic
-// (window.go, fixed.go): one round trip when admitted, two when rejected;
-// sliding_log too, with limiter.Log's (log.go). gcra runs one Lua script by
-// SHA, one round trip either way: its arithmetic (limiter.Cell's) needs
-// max(tat, now) read and written at once, which plain commands cannot do.
+// (window.go, fixed.go): one round trip when admitted, two when rejected.
+// sliding_log decides with limiter.Log's arithmetic over the count that a
+// small script takes in the same step as the add (log.go), with the same
+// round trips. gcra runs one Lua script by SHA, one round trip either way:
+// its arithmetic (limiter.Cell's) needs max(tat, now) read and written at
+// once, which plain commands cannot do.
 // Keys over their limit are answered locally until their retry-after
 // (blocked.go), and circuit
 // breakers, one per cluster master, keep a dead Redis from costing every

@@ -12,6 +12,22 @@ import "github.com/redis/go-redis/v9"
 // Return shape of the gcra script:
 //   {allowed (0|1), count, remaining, reset_after_us, retry_after_us, rejected}
 
+// logAddScript adds a sliding_log request's members (ZADD first, so that a
+// server out of memory refuses it), drops the members that left the window,
+// sets the TTL and counts the window, in one step: KEYS = {zset};
+// ARGV = {score_us, cutoff_us, ttl_ms, member...}. Returns the count.
+var logAddScript = redis.NewScript(`
+local args = {}
+for i = 4, #ARGV do
+  args[#args + 1] = ARGV[1]
+  args[#args + 1] = ARGV[i]
+end
+redis.call('ZADD', KEYS[1], unpack(args))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('ZCOUNT', KEYS[1], '(' .. ARGV[2], '+inf')
+`)
+
 // refundWindowScript takes cost back from one field of a hash, if the
 // field is still there: KEYS = {hash}; ARGV = {field, cost}.
 var refundWindowScript = redis.NewScript(`
@@ -70,4 +86,4 @@ end
 return 1
 `)
 
-var allScripts = []*redis.Script{gcraScript, refundWindowScript, gcraRefundScript}
+var allScripts = []*redis.Script{gcraScript, logAddScript, refundWindowScript, gcraRefundScript}
