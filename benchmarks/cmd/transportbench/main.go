@@ -305,8 +305,9 @@ http {
 	}
 	waitUp(addr)
 	pid := cmd.Process.Pid
-	workers := children(pid) // the workers exist once nginx listens
-	return &proxy{name: "nginx", url: "http://" + addr + "/", pids: func() []int { return workers },
+	// The master and its workers, looked up at each measurement: the
+	// workers may start after the master listens.
+	return &proxy{name: "nginx", url: "http://" + addr + "/", pids: func() []int { return children(pid) },
 		stop: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}
 }
 
