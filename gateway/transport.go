@@ -10,8 +10,8 @@ import (
 // The values of upstream_transport and routes[].upstream.transport.
 const (
 	// TransportFast is upstream.Transport: the exchange on the request's
-	// goroutine over a pool of idle connections, handing https and
-	// upgrades to the standard Transport.
+	// goroutine over a pool of idle connections, handing https upstreams
+	// to the standard Transport.
 	TransportFast = "fast"
 	// TransportStandard is net/http's Transport.
 	TransportStandard = "standard"

@@ -9,9 +9,8 @@
 // net/http's wire format (Request.Write, ReadResponse) and its connection
 // hygiene, and drops the hand-offs.
 //
-// What it does not do itself, it hands to a Fallback RoundTripper (the stock
-// http.Transport): TLS upstreams (https) and protocol upgrades (WebSocket
-// and any request with an Upgrade header).
+// What it does not do itself, TLS upstreams (https), it hands to a Fallback
+// RoundTripper (the stock http.Transport).
 package upstream
 
 import (
@@ -57,7 +56,9 @@ const (
 // that the upstream has not closed it) or dials a new one, writes the
 // request with Request.Write, and reads the response head with
 // ReadResponse, skipping (and reporting through httptrace's Got1xxResponse)
-// informational answers. The connection goes back to the pool when the
+// informational answers; a request with an Upgrade header that gets 101
+// has the connection as its response body (an io.ReadWriteCloser, as
+// ReverseProxy wants). The connection goes back to the pool when the
 // response body has been read to its end, the request was written whole,
 // neither side asked to close, and nothing unread follows the response.
 // A request that fails on a reused connection before any byte of the answer
@@ -86,8 +87,8 @@ type Transport struct {
 	// MaxResponseHeaderBytes bounds a response head (each 1xx head too);
 	// zero means 1 MiB.
 	MaxResponseHeaderBytes int64
-	// Fallback carries the requests this Transport does not handle: https
-	// and upgrades. Nil means http.DefaultTransport.
+	// Fallback carries the requests this Transport does not handle: those
+	// to https upstreams. Nil means http.DefaultTransport.
 	Fallback http.RoundTripper
 	// Dial opens connections; nil means a net.Dialer with DialTimeout and
 	// 30s TCP keep-alives.
@@ -148,8 +149,6 @@ func handOff(req *http.Request) string {
 	switch {
 	case req.URL.Scheme != "http":
 		return "scheme " + req.URL.Scheme
-	case req.Header.Get("Upgrade") != "":
-		return "upgrade"
 	}
 	return ""
 }
@@ -213,6 +212,12 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 			_ = c.nc.SetReadDeadline(time.Time{})
 		}
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The connection now carries the upgraded protocol: it is the
+		// body, for ReverseProxy to copy both ways, and never pooled.
+		resp.Body = &upgraded{c: c, stop: stop}
+		return resp, nil
+	}
 	if resp.Close || req.Close {
 		c.reusable = false
 	}
@@ -229,6 +234,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 // trace; with at100 it also returns a 100 Continue.
 func (t *Transport) readHead(c *conn, req *http.Request, trace *httptrace.ClientTrace, at100 bool) (*http.Response, error) {
 	defer func() { c.limit = -1 }()
+	upgrade := req.Header.Get("Upgrade") != ""
 	for n1xx := 0; ; n1xx++ {
 		c.limit = t.maxHeaderBytes()
 		r, err := http.ReadResponse(c.br, req)
@@ -238,7 +244,7 @@ func (t *Transport) readHead(c *conn, req *http.Request, trace *httptrace.Client
 			}
 			return nil, err
 		}
-		if r.StatusCode >= 200 {
+		if r.StatusCode >= 200 || (r.StatusCode == http.StatusSwitchingProtocols && upgrade) {
 			return r, nil
 		}
 		if r.StatusCode == http.StatusSwitchingProtocols || n1xx >= max1xx {
@@ -253,6 +259,21 @@ func (t *Transport) readHead(c *conn, req *http.Request, trace *httptrace.Client
 			return r, nil
 		}
 	}
+}
+
+// upgraded is the body of a 101 answer: the connection itself, read through
+// its buffer (which may already hold the upstream's first bytes).
+type upgraded struct {
+	c    *conn
+	stop func() bool
+}
+
+func (u *upgraded) Read(p []byte) (int, error)  { return u.c.br.Read(p) }
+func (u *upgraded) Write(p []byte) (int, error) { return u.c.nc.Write(p) }
+func (u *upgraded) Close() error {
+	u.stop()
+	u.c.close()
+	return nil
 }
 
 // continueWait is the body of a request that expects 100 Continue. Its

@@ -209,12 +209,12 @@ func TestHandOffs(t *testing.T) {
 			r.Header.Set("Expect", "100-continue")
 			return r
 		}, 0},
-		{"upgrade", func() *http.Request {
+		{"upgrade stays", func() *http.Request {
 			r := newReq(t, "GET", srv.URL, nil)
 			r.Header.Set("Connection", "Upgrade")
 			r.Header.Set("Upgrade", "websocket")
 			return r
-		}, 1},
+		}, 0},
 		{"https", func() *http.Request { return newReq(t, "GET", tls.URL, nil) }, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,6 +233,54 @@ func TestHandOffs(t *testing.T) {
 				t.Fatalf("handed off %d requests, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestUpgrade: a 101 answer to an upgrade request makes the connection the
+// response body, both ways, including bytes the upstream sent right after
+// the head; a 101 to a request that asked for none is an error.
+func TestUpgrade(t *testing.T) {
+	t.Parallel()
+	up := newRawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "echo "+line)
+		}
+	})
+	tr, fb := newTransport(t)
+	req := newReq(t, "GET", up.url("/ws"), nil)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "echo")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if resp.StatusCode != 101 || !ok {
+		t.Fatalf("got %d with a %T body, want 101 and an io.ReadWriteCloser", resp.StatusCode, resp.Body)
+	}
+	rd := bufio.NewReader(rwc)
+	if line, err := rd.ReadString('\n'); line != "hello\n" {
+		t.Fatalf("first line %q %v, want hello", line, err)
+	}
+	_, _ = io.WriteString(rwc, "ping\n")
+	if line, err := rd.ReadString('\n'); line != "echo ping\n" {
+		t.Fatalf("echo %q %v", line, err)
+	}
+	rwc.Close()
+	if n := tr.IdleConns(up.ln.Addr().String()); n != 0 || fb.n.Load() != 0 {
+		t.Fatalf("%d idle connections, %d handed off; want 0 and 0", n, fb.n.Load())
+	}
+	_, err = tr.RoundTrip(newReq(t, "GET", up.url("/no-upgrade"), nil))
+	if err == nil || !strings.Contains(err.Error(), "101") {
+		t.Fatalf("a 101 nobody asked for: %v, want an error", err)
 	}
 }
 
