@@ -10,4 +10,7 @@ const (
 	// DecisionAmbiguousKey: a key source was present more than once (see
 	// KeySource); the request is answered 400.
 	DecisionAmbiguousKey = "ambiguous_key"
+	// DecisionBadCost: the request's cost (WithCost) was invalid; the
+	// request is answered 400.
+	DecisionBadCost = "bad_cost"
 )

@@ -59,6 +59,12 @@ type Rule struct {
 	Keys []KeySource
 	// OnMissingKey applies when no source is present.
 	OnMissingKey MissingKey
+	// CountStatus, when set, counts only the requests whose response
+	// status it matches (see Statuses): a request is decided as usual, and
+	// its charge is refunded once the response shows a status that does
+	// not match. Nil counts every admitted request. Only Handler and
+	// Begin see the response; Check and its kin charge every request.
+	CountStatus func(status int) bool
 }
 
 // Decision labels, as reported to an Observer.
@@ -100,6 +106,7 @@ type RejectHandler func(w http.ResponseWriter, r *http.Request, rej Rejection)
 type Rejection struct {
 	Policy     string
 	RetryAfter int64 // whole seconds, at least 1
+	Cost       int64 // the request's cost (see WithCost); 1 by default
 }
 
 // FailOpen is the ErrorHandler that lets requests through when the store
@@ -124,7 +131,8 @@ func WriteJSONError(w http.ResponseWriter, status int, msg string) {
 }
 
 // DefaultReject writes the 429 JSON body
-// {"error":"rate limit exceeded","policy":...,"retry_after_seconds":N}.
+// {"error":"rate limit exceeded","policy":...,"retry_after_seconds":N},
+// with "cost":C after it when the request cost more than 1 (WithCost).
 func DefaultReject(w http.ResponseWriter, _ *http.Request, rej Rejection) {
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
@@ -134,6 +142,10 @@ func DefaultReject(w http.ResponseWriter, _ *http.Request, rej Rejection) {
 	buf = strconv.AppendQuote(buf, rej.Policy)
 	buf = append(buf, `,"retry_after_seconds":`...)
 	buf = strconv.AppendInt(buf, rej.RetryAfter, 10)
+	if rej.Cost > 1 {
+		buf = append(buf, `,"cost":`...)
+		buf = strconv.AppendInt(buf, rej.Cost, 10)
+	}
 	buf = append(buf, "}\n"...)
 	_, _ = w.Write(buf)
 }
@@ -151,6 +163,7 @@ type config struct {
 	skip     func(*http.Request) bool
 	observe  Observer
 	timeout  time.Duration
+	cost     CostFunc
 
 	// One-policy constructors only.
 	store     limiter.Store
@@ -177,6 +190,49 @@ func WithObserver(o Observer) Option { return func(c *config) { c.observe = o } 
 // WithTimeout bounds each decision, store calls included; zero (the
 // default) leaves the bound to the store (the Redis store has its own).
 func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
+
+// CostFunc returns what a request costs, at least 1; an error answers the
+// request 400 with the error's text, and nothing is counted.
+type CostFunc func(r *http.Request) (int64, error)
+
+// WithCost charges each request what cost returns instead of 1 (see
+// ConstCost and HeaderCost). The rate-limit headers count in the same
+// units, and the 429 body gives the cost.
+func WithCost(cost CostFunc) Option { return func(c *config) { c.cost = cost } }
+
+// ConstCost is the CostFunc of a fixed cost n (at least 1), for an
+// endpoint that is dearer than the rest.
+func ConstCost(n int64) CostFunc {
+	return func(*http.Request) (int64, error) {
+		if n < 1 {
+			return 0, errors.New("cost must be >= 1")
+		}
+		return n, nil
+	}
+}
+
+// HeaderCost is the CostFunc that reads the cost from request header name:
+// def when the header is absent; a whole number from min to max (min at
+// least 1); anything else (another number, a repeated header, junk) is an
+// error, so that a client can neither buy requests for nothing nor refund
+// itself.
+func HeaderCost(name string, def, min, max int64) CostFunc {
+	name = http.CanonicalHeaderKey(name)
+	return func(r *http.Request) (int64, error) {
+		v := r.Header[name]
+		switch {
+		case len(v) == 0:
+			return def, nil
+		case len(v) > 1:
+			return 0, fmt.Errorf("%s sent more than once", name)
+		}
+		n, err := strconv.ParseInt(v[0], 10, 64)
+		if err != nil || n < min || n > max {
+			return 0, fmt.Errorf("%s must be a whole number from %d to %d", name, min, max)
+		}
+		return n, nil
+	}
+}
 
 // WithIPResolver sets how client IPs are found, for rules without Keys and
 // for MissingKeyUseIP (default: the TCP peer, IPv6 by /64). It also takes
@@ -243,6 +299,8 @@ type Limiter struct {
 	skip     func(*http.Request) bool
 	observe  Observer
 	timeout  time.Duration
+	cost     CostFunc
+	settles  bool // a rule has CountStatus
 }
 
 // New returns a Limiter over store with several rules; a request passes
@@ -264,7 +322,7 @@ func newLimiter(store limiter.Store, rules []Rule, c *config) (*Limiter, error) 
 		return nil, errors.New("middleware: nil store")
 	}
 	l := &Limiter{store: store, rules: rules, ip: c.ip, ipSet: c.ip != nil,
-		onError: c.onError, onReject: c.onReject, skip: c.skip, observe: c.observe, timeout: c.timeout}
+		onError: c.onError, onReject: c.onReject, skip: c.skip, observe: c.observe, timeout: c.timeout, cost: c.cost}
 	if l.ip == nil {
 		l.ip = &IPResolver{}
 	}
@@ -286,6 +344,9 @@ func newLimiter(store limiter.Store, rules []Rule, c *config) (*Limiter, error) 
 			return nil, fmt.Errorf("middleware: rules %d and %d both name policy %q: names must be unique, or the rules share counters", j, i, r.Policy.Name)
 		}
 		seen[r.Policy.Name] = i
+		if r.CountStatus != nil {
+			l.settles = true
+		}
 	}
 	return l, nil
 }
@@ -296,7 +357,7 @@ const maxStackRules = 4
 // request must not go on, the response (429, 400 or the error hook's). It
 // reports whether the handler should run.
 func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
-	proceed, _ := l.decide(w, r, nil)
+	proceed, _, _ := l.decide(w, r, nil)
 	return proceed
 }
 
@@ -306,7 +367,7 @@ func (l *Limiter) Check(w http.ResponseWriter, r *http.Request) bool {
 // WithIPResolver. It is called at most once, and only when a rule needs the
 // client IP; an invalid address it returns means the limiter's own.
 func (l *Limiter) CheckClientIP(w http.ResponseWriter, r *http.Request, clientIP func() netip.Addr) bool {
-	proceed, _ := l.decide(w, r, clientIP)
+	proceed, _, _ := l.decide(w, r, clientIP)
 	return proceed
 }
 
@@ -315,12 +376,66 @@ func (l *Limiter) CheckClientIP(w http.ResponseWriter, r *http.Request, clientIP
 // but a shadow policy would have rejected), DecisionError,
 // DecisionMissingKey, DecisionAmbiguousKey or DecisionSkipped.
 func (l *Limiter) CheckDecision(w http.ResponseWriter, r *http.Request) (proceed bool, decision string) {
-	return l.decide(w, r, nil)
+	proceed, decision, _ = l.decide(w, r, nil)
+	return proceed, decision
 }
 
-func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func() netip.Addr) (proceed bool, decision string) {
+// Begin is CheckDecision for callers that see the response (adapters, a
+// proxy): when the handler has run, they call end with the response
+// status, which refunds the charge of every rule whose CountStatus does
+// not match it. end is never nil and does nothing when no rule counts by
+// status or the request did not proceed. clientIP is as in CheckClientIP,
+// and may be nil.
+func (l *Limiter) Begin(w http.ResponseWriter, r *http.Request, clientIP func() netip.Addr) (proceed bool, decision string, end func(status int)) {
+	proceed, decision, s := l.decide(w, r, clientIP)
+	if s == nil {
+		return proceed, decision, noSettle
+	}
+	return proceed, decision, s.end
+}
+
+func noSettle(int) {}
+
+// settlement holds the charges of an admitted request that count by status.
+type settlement struct {
+	l       *Limiter
+	ctx     context.Context
+	reqs    []limiter.Request
+	charges []limiter.Charge
+	match   []func(int) bool
+}
+
+// end refunds the charges whose rule does not count status.
+func (s *settlement) end(status int) {
+	ctx := s.ctx
+	if s.l.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.l.timeout)
+		defer cancel()
+	}
+	for i, m := range s.match {
+		if m == nil || m(status) || s.charges[i].Cost == 0 {
+			continue
+		}
+		// A failed refund leaves the request counted: stricter, never looser.
+		_ = s.l.store.Refund(ctx, s.reqs[i].Policy, s.reqs[i].Key, s.charges[i])
+	}
+}
+
+func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func() netip.Addr) (proceed bool, decision string, s *settlement) {
 	if len(l.rules) == 0 || (l.skip != nil && l.skip(r)) {
-		return true, DecisionSkipped
+		return true, DecisionSkipped, nil
+	}
+	cost := int64(1)
+	if l.cost != nil {
+		var err error
+		if cost, err = l.cost(r); err == nil && cost < 1 {
+			err = fmt.Errorf("cost must be >= 1, got %d", cost)
+		}
+		if err != nil {
+			WriteJSONError(w, http.StatusBadRequest, "bad request cost: "+err.Error())
+			return false, DecisionBadCost, nil
+		}
 	}
 	var start time.Time
 	if l.observe != nil {
@@ -334,13 +449,13 @@ func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func()
 		key, ok := l.key(rule, r, clientIP, &ip)
 		if !ok {
 			WriteJSONError(w, http.StatusBadRequest, "missing rate-limit key for policy "+rule.Policy.Name)
-			return false, DecisionMissingKey
+			return false, DecisionMissingKey, nil
 		}
 		if key == "" {
 			WriteJSONError(w, http.StatusBadRequest, "ambiguous rate-limit key for policy "+rule.Policy.Name+": the header, query parameter or cookie it is read from is repeated (or, for a header, also sent with underscores for dashes)")
-			return false, DecisionAmbiguousKey
+			return false, DecisionAmbiguousKey, nil
 		}
-		reqs = append(reqs, limiter.Request{Policy: rule.Policy, Key: key, Cost: 1})
+		reqs = append(reqs, limiter.Request{Policy: rule.Policy, Key: key, Cost: cost})
 	}
 	ctx := r.Context()
 	if l.timeout > 0 {
@@ -353,7 +468,7 @@ func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func()
 		l.report(r, reqs, out, err, time.Since(start))
 	}
 	if err != nil {
-		return l.onError(w, r, err), DecisionError
+		return l.onError(w, r, err), DecisionError, nil
 	}
 	decision = DecisionAllowed
 	for i, d := range out.Decisions {
@@ -362,20 +477,27 @@ func (l *Limiter) decide(w http.ResponseWriter, r *http.Request, clientIP func()
 		}
 	}
 	best := out.MostRestrictive(reqs)
+	if out.Allowed && l.settles {
+		s = &settlement{l: l, ctx: context.WithoutCancel(r.Context()), reqs: append([]limiter.Request(nil), reqs...),
+			charges: make([]limiter.Charge, len(out.Decisions)), match: make([]func(int) bool, len(out.Decisions))}
+		for i, d := range out.Decisions {
+			s.charges[i], s.match[i] = d.Charge, l.rules[i].CountStatus
+		}
+	}
 	if best < 0 {
-		return true, decision // shadow policies only
+		return true, decision, s // shadow policies only
 	}
 	d := out.Decisions[best]
 	writeHeaders(w.Header(), reqs[best].Policy, d)
 	if out.Allowed {
-		return true, decision
+		return true, decision, s
 	}
 	retry := ceilSeconds(d.RetryAfter)
 	h := w.Header()
 	h["Retry-After"] = []string{strconv.FormatInt(retry, 10)}
 	h["Cache-Control"] = []string{"no-store"}
-	l.onReject(w, r, Rejection{Policy: reqs[best].Policy.Name, RetryAfter: retry})
-	return false, DecisionRejected
+	l.onReject(w, r, Rejection{Policy: reqs[best].Policy.Name, RetryAfter: retry, Cost: cost})
+	return false, DecisionRejected, nil
 }
 
 // ipKey is a request's client IP key, found at most once per request.
@@ -464,12 +586,89 @@ func (l *Limiter) Close() error {
 }
 
 // Handler returns next behind the limiter.
+// When a rule counts by status (CountStatus), the charge is settled when
+// next returns, with the status it wrote (200 when it wrote none).
 func (l *Limiter) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if l.Check(w, r) {
-			next.ServeHTTP(w, r)
+		proceed, _, s := l.decide(w, r, nil)
+		if !proceed {
+			return
 		}
+		if s == nil {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		s.end(rec.Status())
 	})
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the writer below.
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Status is the status written, 200 when none was.
+func (w *statusRecorder) Status() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+// Statuses returns the matcher of the response statuses in specs, each a
+// code ("401") or a class ("5xx"), for Rule.CountStatus.
+func Statuses(specs ...string) (func(status int) bool, error) {
+	var codes [6][]int // by class
+	var classes [6]bool
+	if len(specs) == 0 {
+		return nil, errors.New("no status given")
+	}
+	for _, s := range specs {
+		if len(s) == 3 && s[0] >= '1' && s[0] <= '5' && (s[1:] == "xx" || s[1:] == "XX") {
+			classes[s[0]-'0'] = true
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 100 || n > 599 {
+			return nil, fmt.Errorf("%q: want a status from 100 to 599 or a class such as 5xx", s)
+		}
+		codes[n/100] = append(codes[n/100], n)
+	}
+	return func(status int) bool {
+		c := status / 100
+		if c < 1 || c > 5 {
+			return false
+		}
+		if classes[c] {
+			return true
+		}
+		for _, n := range codes[c] {
+			if n == status {
+				return true
+			}
+		}
+		return false
+	}, nil
 }
 
 // ceilSeconds rounds d up to whole seconds, at least 1.

@@ -35,11 +35,13 @@ func Middleware(l *middleware.Limiter) gin.HandlerFunc {
 			addr, _ := netip.ParseAddr(c.ClientIP())
 			return addr.WithZone("")
 		}
-		if !l.CheckClientIP(c.Writer, c.Request, clientIP) {
+		proceed, _, end := l.Begin(c.Writer, c.Request, clientIP)
+		if !proceed {
 			c.Abort()
 			return
 		}
 		c.Next()
+		end(c.Writer.Status())
 	}
 }
 

@@ -148,6 +148,8 @@ func Run(t *testing.T, wrap Wrap) {
 	t.Run("Skip", func(t *testing.T) { testSkip(t, wrap) })
 	t.Run("KeySources", func(t *testing.T) { testKeySources(t, wrap) })
 	t.Run("KeySpaces", func(t *testing.T) { testKeySpaces(t, wrap) })
+	t.Run("Cost", func(t *testing.T) { testCost(t, wrap) })
+	t.Run("CountStatus", func(t *testing.T) { testCountStatus(t, wrap) })
 	t.Run("AmbiguousKeys", func(t *testing.T) { testAmbiguousKeys(t, wrap) })
 	t.Run("CustomReject", func(t *testing.T) { testCustomReject(t, wrap) })
 	t.Run("ContextReachesStore", func(t *testing.T) { testContext(t, wrap) })
@@ -461,6 +463,140 @@ func testKeySpaces(t *testing.T, wrap Wrap) {
 		"header:x-api-key:k1": 1, "query:key:k1": 1, "cookie:key:k1": 1, "header:x-api-key:k1%7Cquery:key:k1": 1} {
 		if u, _ := s.Peek(context.Background(), p, k); u.Count != want {
 			t.Errorf("key %q counted %d, want %d", k, u.Count, want)
+		}
+	}
+}
+
+// testCost: a request costs what WithCost says, the headers count in the
+// same units, a request that does not fit is rejected with its cost in the
+// 429 body, and a bad cost is 400 and charges nothing.
+func testCost(t *testing.T, wrap Wrap) {
+	s := newStore(t)
+	p := policy(t, "costly", 10, time.Minute)
+	h := &handler{}
+	srv := wrap(t, mustNew(t, s, []middleware.Rule{{Policy: p}}, middleware.WithCost(middleware.HeaderCost("X-Cost", 3, 1, 5))), h)
+	cost := func(v string) func(*http.Request) { return func(r *http.Request) { r.Header.Set("X-Cost", v) } }
+	steps := []struct {
+		mod       func(*http.Request)
+		status    int
+		remaining int64
+	}{
+		{nil, 200, 7},        // the default cost, 3
+		{cost("5"), 200, 2},  // 8 of 10
+		{cost("3"), 429, 2},  // 11 would be over
+		{cost("2"), 200, 0},  // exactly 10
+		{cost("1"), 429, 0},  //
+		{cost("0"), 400, -1}, // below min
+		{cost("6"), 400, -1}, // above max
+		{cost("-2"), 400, -1},
+		{cost("1.5"), 400, -1},
+		{func(r *http.Request) { r.Header.Add("X-Cost", "1"); r.Header.Add("X-Cost", "1") }, 400, -1},
+	}
+	for i, st := range steps {
+		resp := get(t, srv, "/", st.mod)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != st.status {
+			t.Fatalf("step %d: status %d %s, want %d", i, resp.StatusCode, body, st.status)
+		}
+		if st.remaining >= 0 {
+			if hd := ParseHeaders(t, resp.Header); hd.Remaining != st.remaining || hd.Quota != 10 {
+				t.Fatalf("step %d: remaining %d of %d, want %d of 10", i, hd.Remaining, hd.Quota, st.remaining)
+			}
+		}
+		if st.status == 429 && !strings.Contains(string(body), `"cost":`) && !strings.Contains(string(body), `"retry_after_seconds"`) {
+			t.Fatalf("step %d: 429 body %s", i, body)
+		}
+		if i == 2 && !strings.HasSuffix(strings.TrimSpace(string(body)), `,"cost":3}`) {
+			t.Fatalf("429 body %s, want the cost 3", body)
+		}
+		if st.status == 400 && !strings.Contains(string(body), "X-Cost must be a whole number from 1 to 5") && !strings.Contains(string(body), "more than once") {
+			t.Fatalf("step %d: 400 body %s", i, body)
+		}
+	}
+	if u, _ := s.Peek(context.Background(), p, "192.0.2.10"); u.Count != 10 || u.Rejected != 2 {
+		t.Fatalf("count %d rejected %d, want 10 and 2", u.Count, u.Rejected)
+	}
+	if n := h.hits.Load(); n != 3 {
+		t.Fatalf("handler ran %d times, want 3", n)
+	}
+}
+
+// testCountStatus: the login brute-force case. 5 failed logins (401) per
+// 10 minutes; successes are refunded, so they never use the quota, but once
+// 5 failures are counted even a correct password is refused until the
+// window moves on.
+func testCountStatus(t *testing.T, wrap Wrap) {
+	clock := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	s := memstore.New(memstore.Options{Clock: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }})
+	t.Cleanup(func() { s.Close() })
+	p := &limiter.Policy{Name: "logins", Algorithm: limiter.FixedWindow, Limit: 5, Window: 10 * time.Minute}
+	failed, err := middleware.Statuses("401")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := mustNew(t, s, []middleware.Rule{{Policy: p, CountStatus: failed}})
+	var hits atomic.Int64
+	srv := wrap(t, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Query().Get("password") != "right" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_, _ = io.WriteString(w, "welcome")
+	}))
+	login := func(pw string) int { return get(t, srv, "/login?password="+pw, nil).StatusCode }
+	count := func() int64 {
+		u, err := s.Peek(context.Background(), p, "192.0.2.10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.Count
+	}
+	for i := range 20 {
+		if got := login("right"); got != 200 {
+			t.Fatalf("success %d: %d, want 200 (successes are free)", i, got)
+		}
+	}
+	if c := count(); c != 0 {
+		t.Fatalf("after 20 successes the count is %d, want 0", c)
+	}
+	for i := range 5 {
+		if got := login("wrong"); got != 401 {
+			t.Fatalf("failure %d: %d, want 401", i+1, got)
+		}
+		if got := login("right"); got != 200 && i < 4 {
+			t.Fatalf("success after %d failures: %d, want 200", i+1, got)
+		}
+	}
+	if c := count(); c != 5 {
+		t.Fatalf("after 5 failures the count is %d, want 5", c)
+	}
+	for _, pw := range []string{"wrong", "right"} {
+		if got := login(pw); got != 429 {
+			t.Fatalf("password %s after 5 failures: %d, want 429", pw, got)
+		}
+	}
+	if n := hits.Load(); n != 29 {
+		t.Fatalf("the handler ran %d times, want 29", n)
+	}
+	mu.Lock()
+	clock = clock.Add(10 * time.Minute)
+	mu.Unlock()
+	if got := login("right"); got != 200 {
+		t.Fatalf("next window: %d, want 200", got)
+	}
+	if c := count(); c != 0 {
+		t.Fatalf("next window after a success: count %d, want 0", c)
+	}
+	// Classes and bad specs.
+	m, err := middleware.Statuses("5xx", "429")
+	if err != nil || !m(500) || !m(503) || !m(429) || m(200) || m(404) || m(600) {
+		t.Fatalf("Statuses(5xx, 429): %v", err)
+	}
+	for _, bad := range [][]string{nil, {"6xx"}, {"99"}, {"abc"}, {"4x"}} {
+		if _, err := middleware.Statuses(bad...); err == nil {
+			t.Fatalf("Statuses(%q): no error", bad)
 		}
 	}
 }
