@@ -136,6 +136,11 @@ type PolicyConfig struct {
 	Burst        int64            `koanf:"burst"`   // gcra; default the limit
 	Shadow       bool             `koanf:"shadow"`
 	Overrides    []OverrideConfig `koanf:"overrides"`
+	// CountStatus counts only the responses whose status is listed, as a
+	// code (401) or a class (5xx): a request is decided as usual, and its
+	// charge is refunded when the response's status does not match. Empty:
+	// every admitted request counts.
+	CountStatus []string `koanf:"count_status"`
 }
 
 // OverrideConfig gives one key its own limit.
@@ -151,6 +156,20 @@ type RouteConfig struct {
 	Upstream *UpstreamConfig `koanf:"upstream"`
 	Respond  *RespondConfig  `koanf:"respond"`
 	Policies []string        `koanf:"policies"`
+	// Cost is what one request of the route costs in each of its policies;
+	// zero means 1.
+	Cost int64 `koanf:"cost"`
+	// CostHeader, when set, reads the cost from a request header; a request
+	// without it costs Cost.
+	CostHeader *CostHeaderConfig `koanf:"cost_header"`
+}
+
+// CostHeaderConfig reads a request's cost from a header, within bounds; a
+// value outside them, or not a whole number, is answered 400.
+type CostHeaderConfig struct {
+	Name string `koanf:"name"`
+	Min  int64  `koanf:"min"` // zero means 1
+	Max  int64  `koanf:"max"` // required
 }
 
 // MatchConfig selects requests; the longest matching prefix wins.
@@ -703,6 +722,11 @@ func (c *Config) Validate() error {
 				bad(path+".overrides["+strconv.Itoa(i)+"].limit", "must be > 0")
 			}
 		}
+		if pc.CountStatus != nil {
+			if _, err := middleware.Statuses(pc.CountStatus...); err != nil {
+				bad(path+".count_status", "%v", err)
+			}
+		}
 	}
 
 	seen := map[string]bool{}
@@ -742,6 +766,26 @@ func (c *Config) Validate() error {
 			if r.Respond.Status < 100 || r.Respond.Status > 599 {
 				bad(path+".respond.status", "must be between 100 and 599, got %d", r.Respond.Status)
 			}
+		}
+		if r.Cost < 0 {
+			bad(path+".cost", "must be >= 1, got %d", r.Cost)
+		}
+		if ch := r.CostHeader; ch != nil {
+			if ch.Name == "" || strings.ContainsAny(ch.Name, " \t:()<>@,;\\\"/[]?={}") {
+				bad(path+".cost_header.name", "must be a header name, got %q", ch.Name)
+			}
+			if ch.Min < 0 {
+				bad(path+".cost_header.min", "must be >= 1, got %d", ch.Min)
+			}
+			if ch.Max < max(ch.Min, 1) {
+				bad(path+".cost_header.max", "must be >= min (%d), got %d", max(ch.Min, 1), ch.Max)
+			}
+			if c := max(r.Cost, 1); c < max(ch.Min, 1) || c > ch.Max {
+				bad(path+".cost", "the cost of a request without %s (%d) must lie within cost_header's min and max", ch.Name, c)
+			}
+		}
+		if (r.Cost != 0 || r.CostHeader != nil) && len(r.Policies) == 0 {
+			bad(path+".cost", "the route has no policies to charge")
 		}
 		for j, p := range r.Policies {
 			if _, ok := c.Policies[p]; !ok {

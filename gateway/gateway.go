@@ -316,12 +316,22 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 				if pc.OnMissingKey == "reject" {
 					rule.OnMissingKey = middleware.MissingKeyReject
 				}
+				if len(pc.CountStatus) > 0 {
+					if rule.CountStatus, err = middleware.Statuses(pc.CountStatus...); err != nil {
+						return fail(fmt.Errorf("policies.%s.count_status: %w", name, err))
+					}
+				}
 				rules = append(rules, rule)
 			}
-			rt.limiter, err = middleware.New(st.store, rules,
-				middleware.WithIPResolver(ip),
+			opts := []middleware.Option{middleware.WithIPResolver(ip),
 				middleware.WithErrorHandler(onError),
-				middleware.WithObserver(g.observe))
+				middleware.WithObserver(g.observe)}
+			if cost := max(rc.Cost, 1); rc.CostHeader != nil {
+				opts = append(opts, middleware.WithCost(middleware.HeaderCost(rc.CostHeader.Name, cost, max(rc.CostHeader.Min, 1), rc.CostHeader.Max)))
+			} else if cost > 1 {
+				opts = append(opts, middleware.WithCost(middleware.ConstCost(cost)))
+			}
+			rt.limiter, err = middleware.New(st.store, rules, opts...)
 			if err != nil {
 				return fail(fmt.Errorf("routes %s: %w", rc.Name, err))
 			}
@@ -594,10 +604,13 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 	}
 	if rt.limiter != nil {
 		var proceed bool
-		proceed, decision = rt.limiter.CheckDecision(c.Writer, c.Request)
+		var end func(status int)
+		proceed, decision, end = rt.limiter.Begin(c.Writer, c.Request, nil)
 		if !proceed {
 			return
 		}
+		// Policies that count by status are settled with the response's.
+		defer func() { end(c.Writer.Status()) }()
 	}
 	if rt.respond != nil {
 		c.Writer.Header().Set("Content-Type", rt.respond.ContentType)
