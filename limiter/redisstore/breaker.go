@@ -132,3 +132,15 @@ func (n *nodeBreakers) forKey(ctx context.Context, key string) *breaker {
 	}
 	return b
 }
+
+// anyOpen reports whether some master's breaker is open.
+func (n *nodeBreakers) anyOpen() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, b := range n.byAddr {
+		if b.open() {
+			return true
+		}
+	}
+	return false
+}

@@ -278,4 +278,7 @@ func TestClusterMasterDown(t *testing.T) {
 	if err := errors.Join(all...); err != nil {
 		t.Fatal(err)
 	}
+	if !s.BreakerOpen() {
+		t.Fatal("BreakerOpen is false while the dead master's breaker is open")
+	}
 }
