@@ -131,7 +131,7 @@ func (s *Store) Flush(ctx context.Context) error {
 			pipe.HIncrBy(ctx, j.name, strconv.FormatInt(ix, 10), n)
 		}
 		if len(j.local) > 0 {
-			ttl, stale := windowTrim(j.p, now.UnixMicro()/j.p.BucketSize().Microseconds())
+			ttl, stale, _ := windowTrim(j.p, now.UnixMicro()/j.p.BucketSize().Microseconds())
 			pipe.Do(ctx, append([]any{"hdel", j.name}, stale...)...)
 			pipe.PExpire(ctx, j.name, ttl)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,9 +34,10 @@ type windowOp struct {
 	cost       int64
 	ttl        time.Duration
 	stale      []any // fields to drop: buckets that left the window
+	read       []any // fields to read: the buckets of the window and one ahead
 	incr       *redis.IntCmd
 	drop       *redis.IntCmd
-	all        *redis.MapStringStringCmd
+	vals       *redis.SliceCmd
 	expire     *redis.BoolCmd
 }
 
@@ -45,13 +47,16 @@ func (o *windowOp) queue(ctx context.Context, pipe redis.Pipeliner) {
 	args = append(append(args, "hdel", o.key), o.stale...)
 	o.drop = redis.NewIntCmd(ctx, args...)
 	_ = pipe.Process(ctx, o.drop)
-	o.all = pipe.HGetAll(ctx, o.key)
+	args = make([]any, 0, 2+len(o.read))
+	args = append(append(args, "hmget", o.key), o.read...)
+	o.vals = redis.NewSliceCmd(ctx, args...)
+	_ = pipe.Process(ctx, o.vals)
 	o.expire = pipe.PExpire(ctx, o.key, o.ttl)
 }
 
 // err is the first error among the op's replies.
 func (o *windowOp) err() error {
-	for _, err := range []error{o.incr.Err(), o.drop.Err(), o.all.Err(), o.expire.Err()} {
+	for _, err := range []error{o.incr.Err(), o.drop.Err(), o.vals.Err(), o.expire.Err()} {
 		if err != nil {
 			return err
 		}
@@ -65,9 +70,10 @@ func (o *windowOp) done(context.Context, *Store) {}
 // bucket's window, for clocks that differ a little.
 const windowMargin = 10 * time.Millisecond
 
-// windowTrim returns the TTL of a sliding_window hash written in bucket c
-// and the fields that a write in bucket c deletes, so that a key active for
-// days keeps O(buckets) fields.
+// windowTrim returns the TTL of a sliding_window hash written in bucket c,
+// the fields that a write in bucket c deletes, so that a key active for
+// days keeps O(buckets) fields, and the fields it reads: buckets c-k..c+1
+// (the last one for a writer whose clock is a little ahead).
 //
 // A hash lives ttl = k+1 buckets and windowMargin after its last write (k
 // buckets per window): the window of bucket c needs buckets c-k..c. With
@@ -78,27 +84,46 @@ const windowMargin = 10 * time.Millisecond
 // writer whose clock is a bucket behind), in the same round trip.
 // Between writes a hash holds at most the k+1 buckets of the window plus a
 // bucket written by a clock a little ahead.
-func windowTrim(p *limiter.Policy, c int64) (time.Duration, []any) {
+func windowTrim(p *limiter.Policy, c int64) (ttl time.Duration, stale, read []any) {
 	b := p.BucketSize()
 	k := int64(p.Buckets)
 	e := int64((windowMargin + b - 1) / b)
-	ttl := time.Duration(k+1)*b + windowMargin
+	ttl = time.Duration(k+1)*b + windowMargin
 	tk := trimKey{b, k, c}
-	if t := lastTrim.Load(); t != nil && t.trimKey == tk {
-		return ttl, t.stale
+	last := lastTrims(b, k)
+	if t := last.Load(); t != nil && t.trimKey == tk {
+		return ttl, t.stale, t.read
 	}
 	from, to := c-2*k-2-e, c-k-1
-	stale := make([]any, 0, to-from+1)
+	stale = make([]any, 0, to-from+1)
 	for ix := from; ix <= to; ix++ {
 		stale = append(stale, strconv.FormatInt(ix, 10))
 	}
-	lastTrim.Store(&trimList{tk, stale})
-	return ttl, stale
+	read = make([]any, 0, k+2)
+	for ix := c - k; ix <= c+1; ix++ {
+		read = append(read, strconv.FormatInt(ix, 10))
+	}
+	last.Store(&trimList{tk, stale, read})
+	return ttl, stale, read
 }
 
-// lastTrim keeps the last list of stale fields built: every key of a
-// policy shares it for a whole bucket interval.
-var lastTrim atomic.Pointer[trimList]
+// trimCache keeps, per bucket size and bucket count, the last lists of
+// fields built: every key of a policy shares them for a whole bucket
+// interval.
+var trimCache sync.Map // trimShape -> *atomic.Pointer[trimList]
+
+type trimShape struct {
+	bucket time.Duration
+	k      int64
+}
+
+func lastTrims(b time.Duration, k int64) *atomic.Pointer[trimList] {
+	if v, ok := trimCache.Load(trimShape{b, k}); ok {
+		return v.(*atomic.Pointer[trimList])
+	}
+	v, _ := trimCache.LoadOrStore(trimShape{b, k}, new(atomic.Pointer[trimList]))
+	return v.(*atomic.Pointer[trimList])
+}
 
 type trimKey struct {
 	bucket time.Duration
@@ -107,7 +132,7 @@ type trimKey struct {
 
 type trimList struct {
 	trimKey
-	stale []any // read-only once stored
+	stale, read []any // read-only once stored
 }
 
 // allowWindow decides a sliding_window request.
@@ -116,19 +141,30 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	nowUS := now / 1000
 	c := nowUS / win.Size
 	name := s.keyName(p, storeKey)
-	ttl, stale := windowTrim(p, c)
-	o := &windowOp{key: name, field: strconv.FormatInt(c, 10), cost: cost, ttl: ttl, stale: stale}
+	ttl, stale, read := windowTrim(p, c)
+	k := int64(p.Buckets)
+	o := &windowOp{key: name, field: read[k].(string), cost: cost, ttl: ttl, stale: stale, read: read}
 	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
 	}
 	if err := o.err(); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
 	}
-	mine, all := o.incr.Val(), o.all.Val()
 	// The others: every bucket but the current one as read, and the
 	// current one as it was just before this request.
-	buckets := parseBuckets(all, make([]limiter.Bucket, 0, len(all)+1), c)
-	buckets = append(buckets, limiter.Bucket{Index: c, Count: mine - cost})
+	var buf [24]limiter.Bucket
+	buckets := buf[:0]
+	for i, v := range o.vals.Val() {
+		ix := c - k + int64(i)
+		str, ok := v.(string)
+		if !ok || ix == c {
+			continue
+		}
+		if n, err := strconv.ParseInt(str, 10, 64); err == nil {
+			buckets = append(buckets, limiter.Bucket{Index: ix, Count: n})
+		}
+	}
+	buckets = append(buckets, limiter.Bucket{Index: c, Count: o.incr.Val() - cost})
 	v := win.View(buckets, nowUS)
 	d := limiter.Decision{Limit: limit}
 	if win.Fits(v, limit, cost) {
