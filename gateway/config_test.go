@@ -65,12 +65,13 @@ routes:
 		{"cost and count_status", `
 policies:
   p: { limit: 1, window: 1s, count_status: [401, 5xx, 6xx] }
-  q: { limit: 1, window: 1s, count_status: [] }
+  q: { limit: 1, window: 1s, count_status: [], key: ["header:X-Key + bogus", "ip + route", "route + "] }
 routes:
   - { name: a, match: { path_prefix: /a }, respond: { body: x }, policies: [p], cost: -1 }
   - { name: b, match: { path_prefix: /b }, respond: { body: x }, policies: [p], cost: 20, cost_header: { name: "X Cost", min: 5, max: 3 } }
   - { name: c, match: { path_prefix: /c }, respond: { body: x }, cost: 2 }
 `, []string{`policies.p.count_status: "6xx": want a status from 100 to 599 or a class such as 5xx`, "policies.q.count_status: no status given",
+			`policies.q.key[0]: "header:X-Key + bogus": part "bogus": want ip, header:NAME`, `policies.q.key[2]: "route + ": part "": want`,
 			"routes[0].cost: must be >= 1, got -1", `routes[1].cost_header.name: must be a header name, got "X Cost"`,
 			"routes[1].cost_header.max: must be >= min (5), got 3", "routes[1].cost: the cost of a request without X Cost (20) must lie within",
 			"routes[2].cost: the route has no policies to charge"}},

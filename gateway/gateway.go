@@ -266,7 +266,6 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 		}
 		return nil, err
 	}
-	keySources := map[string][]middleware.KeySource{}
 	for name, pc := range cfg.Policies {
 		p, err := pc.policy(name)
 		if err != nil {
@@ -274,13 +273,6 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 		}
 		st.policies[name] = p
 		st.names = append(st.names, name)
-		for _, spec := range pc.Key {
-			src, err := middleware.ParseKeySource(spec, ip)
-			if err != nil {
-				return fail(fmt.Errorf("policies.%s.key: %w", name, err))
-			}
-			keySources[name] = append(keySources[name], src)
-		}
 	}
 	slices.Sort(st.names)
 	onError := middleware.ErrorHandler(middleware.FailOpen)
@@ -306,13 +298,19 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 			if st.keys == nil {
 				st.keys = map[string][]policyKeys{}
 			}
-			for _, name := range rc.Policies {
-				st.keys[rc.Name] = append(st.keys[rc.Name], policyKeys{name, keySources[name]})
-			}
 			var rules []middleware.Rule
 			for _, name := range rc.Policies {
 				pc := cfg.Policies[name]
-				rule := middleware.Rule{Policy: st.policies[name], Keys: keySources[name]}
+				rule := middleware.Rule{Policy: st.policies[name]}
+				// Per route: the key part "route" is the route's name.
+				for _, spec := range pc.Key {
+					src, err := middleware.ParseKey(spec, ip, rc.Name)
+					if err != nil {
+						return fail(fmt.Errorf("policies.%s.key: %w", name, err))
+					}
+					rule.Keys = append(rule.Keys, src)
+				}
+				st.keys[rc.Name] = append(st.keys[rc.Name], policyKeys{name, rule.Keys})
 				if pc.OnMissingKey == "reject" {
 					rule.OnMissingKey = middleware.MissingKeyReject
 				}

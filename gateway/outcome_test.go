@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -165,6 +167,79 @@ routes:
 		wantStatus(t, resp, body, 200)
 		if u := decode[map[string]any](t, body); u["count"] != 20.0 || u["rejected"] != 2.0 {
 			t.Fatalf("usage %s, want count 20 and 2 rejected", body)
+		}
+	})
+}
+
+// TestCompositeKeys: "header:X-API-Key + route" counts each API key on each
+// route apart, needs every part (else the next source of the list, here the
+// client IP), and lists its keys as the parts' keys joined by "|".
+func TestCompositeKeys(t *testing.T) {
+	t.Parallel()
+	stores(t, func(t *testing.T, store string) {
+		h := startGateway(t, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0", token: "secret" }
+log: { access: false }
+store: %s
+policies:
+  per-key-route: { key: ["header:X-API-Key + route", ip], limit: 2, window: 1h }
+  per-ip-method-path: { key: ["ip + method + path"], on_missing_key: reject, limit: 3, window: 1h }
+routes:
+  - { name: a, match: { path_prefix: /a }, respond: { body: "a\n" }, policies: [per-key-route] }
+  - { name: b, match: { path_prefix: /b }, respond: { body: "b\n" }, policies: [per-key-route] }
+  - { name: c, match: { path_prefix: /c }, respond: { body: "c\n" }, policies: [per-ip-method-path] }
+`, store))
+		key := fmt.Sprintf("k%p", t)
+		status := func(method, path string, hdr ...string) int {
+			t.Helper()
+			resp, _ := h.do(method, h.proxy+path, "", hdr...)
+			return resp.StatusCode
+		}
+		for _, path := range []string{"/a", "/b"} {
+			for i, want := range []int{200, 200, 429} {
+				if got := status("GET", path, "X-API-Key", key); got != want {
+					t.Fatalf("%s request %d: %d, want %d (each route has its own quota per key)", path, i+1, got, want)
+				}
+			}
+		}
+		// Without the header the composite is absent: the client IP.
+		for i, want := range []int{200, 200, 429} {
+			if got := status("GET", "/a"); got != want {
+				t.Fatalf("no key, request %d: %d, want %d", i+1, got, want)
+			}
+		}
+		resp, body := h.adminDo("GET", "/v1/policies/per-key-route/keys/"+url.PathEscape("header:x-api-key:"+key+"|route:a"), "")
+		wantStatus(t, resp, body, 200)
+		if u := decode[map[string]any](t, body); u["count"] != 2.0 || u["rejected"] != 1.0 {
+			t.Fatalf("usage of the composite key: %s", body)
+		}
+		resp, body = h.adminDo("GET", "/v1/policies/per-key-route/keys", "")
+		wantStatus(t, resp, body, 200)
+		var paths []string
+		for _, u := range decode[struct{ Keys []map[string]any }](t, body).Keys {
+			paths = append(paths, u["key_path"].(string))
+		}
+		slices.Sort(paths)
+		want := []string{"127.0.0.1", "header:x-api-key:" + key + "%7Croute:a", "header:x-api-key:" + key + "%7Croute:b"}
+		if !slices.Equal(paths, want) {
+			t.Fatalf("listing %v, want %v", paths, want)
+		}
+		// ip + method + path: GET and POST of one path are apart.
+		for _, m := range []string{"GET", "POST"} {
+			for i, want := range []int{200, 200, 200, 429} {
+				if got := status(m, "/c/x"); got != want {
+					t.Fatalf("%s /c/x request %d: %d, want %d", m, i+1, got, want)
+				}
+			}
+		}
+		if got := status("GET", "/c/y"); got != 200 {
+			t.Fatalf("GET /c/y: %d, want 200", got)
+		}
+		resp, body = h.adminDo("GET", "/v1/policies/per-ip-method-path/keys/"+url.PathEscape("127.0.0.1|method:POST|path:/c/x"), "")
+		wantStatus(t, resp, body, 200)
+		if u := decode[map[string]any](t, body); u["count"] != 3.0 {
+			t.Fatalf("usage of ip+method+path: %s", body)
 		}
 	})
 }

@@ -279,12 +279,44 @@ func escapeKeyPart(s string, name bool) string {
 }
 
 // ParseKeySource turns a config spec into a KeySource: "ip",
-// "header:NAME", "query:NAME" or "cookie:NAME".
+// "header:NAME", "query:NAME", "cookie:NAME", "method", "path", "host",
+// "route" (the request's ServeMux pattern), or a composite of several
+// joined by "+", all required: "header:X-API-Key + route".
 func ParseKeySource(spec string, resolver *IPResolver) (KeySource, error) {
+	return ParseKey(spec, resolver, "")
+}
+
+// ParseKey is ParseKeySource for a program with routes of its own (the
+// gateway): the part "route" is the constant route, or the request's
+// ServeMux pattern when route is empty.
+func ParseKey(spec string, resolver *IPResolver, route string) (KeySource, error) {
+	if !strings.Contains(spec, "+") {
+		return parsePart(spec, resolver, route)
+	}
+	var parts []KeySource
+	for p := range strings.SplitSeq(spec, "+") {
+		src, err := parsePart(strings.TrimSpace(p), resolver, route)
+		if err != nil {
+			return nil, fmt.Errorf("%s: part %w", strconv.Quote(spec), err)
+		}
+		parts = append(parts, src)
+	}
+	return Composite(parts...), nil
+}
+
+func parsePart(spec string, resolver *IPResolver, route string) (KeySource, error) {
 	kind, name, hasName := strings.Cut(spec, ":")
 	switch {
 	case spec == "ip":
 		return IP(resolver), nil
+	case spec == "method":
+		return Method(), nil
+	case spec == "path":
+		return Path(), nil
+	case spec == "host":
+		return Host(), nil
+	case spec == "route":
+		return Route(route), nil
 	case !hasName || name == "":
 	case kind == "header":
 		return Header(name), nil
@@ -293,7 +325,80 @@ func ParseKeySource(spec string, resolver *IPResolver) (KeySource, error) {
 	case kind == "cookie":
 		return Cookie(name), nil
 	}
-	return nil, fmt.Errorf("%s: want ip, header:NAME, query:NAME or cookie:NAME", strconv.Quote(spec))
+	return nil, fmt.Errorf("%s: want ip, header:NAME, query:NAME, cookie:NAME, method, path, host or route, or several joined by +", strconv.Quote(spec))
+}
+
+// Composite is the KeySource whose key is made of every part's, all
+// required: absent when any part is absent, ambiguous when any part is.
+// The key is the parts' keys joined by "|" ("header:x-api-key:k1|route:api";
+// the parts escape '|' in their values, so the join is unambiguous).
+func Composite(parts ...KeySource) KeySource {
+	return func(r *http.Request) (string, bool) {
+		var b strings.Builder
+		for i, p := range parts {
+			k, ok := p(r)
+			if !ok || k == "" {
+				return "", ok
+			}
+			if i > 0 {
+				b.WriteByte('|')
+			}
+			b.WriteString(k)
+		}
+		return b.String(), len(parts) > 0
+	}
+}
+
+// Method is the KeySource of the request method: "method:GET".
+func Method() KeySource {
+	return func(r *http.Request) (string, bool) {
+		if r.Method == "" {
+			return "method:GET", true
+		}
+		return "method:" + escapeKeyPart(r.Method, false), true
+	}
+}
+
+// Path is the KeySource of the request path, as routed (cleaned by the
+// gateway): "path:/v1/users". Put it in a Composite: on its own it keys
+// every client of a path together.
+func Path() KeySource {
+	return func(r *http.Request) (string, bool) {
+		// An escaped path holds no '|' (it is written %7C), so it needs no
+		// escaping of its own.
+		return "path:" + r.URL.EscapedPath(), true
+	}
+}
+
+// Host is the KeySource of the request's host, in lower case and without
+// a port: "host:api.example.com".
+func Host() KeySource {
+	return func(r *http.Request) (string, bool) {
+		h := r.Host
+		if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+			h = h[:i]
+		}
+		if h == "" {
+			return "", false
+		}
+		return "host:" + escapeKeyPart(strings.ToLower(h), false), true
+	}
+}
+
+// Route is the KeySource of a route: the constant name when it is not
+// empty ("route:api"), else the ServeMux pattern that matched the request
+// (r.Pattern; absent outside a ServeMux handler).
+func Route(name string) KeySource {
+	if name != "" {
+		key := "route:" + escapeKeyPart(name, false)
+		return func(*http.Request) (string, bool) { return key, true }
+	}
+	return func(r *http.Request) (string, bool) {
+		if r.Pattern == "" {
+			return "", false
+		}
+		return "route:" + escapeKeyPart(r.Pattern, false), true
+	}
 }
 
 // TrustsPeer reports whether req's TCP peer is a trusted proxy.

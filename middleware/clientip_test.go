@@ -62,12 +62,12 @@ func TestIPResolverRejectsBadConfig(t *testing.T) {
 
 func TestParseKeySource(t *testing.T) {
 	t.Parallel()
-	for _, ok := range []string{"ip", "header:X-Api-Key", "query:k", "cookie:session"} {
+	for _, ok := range []string{"ip", "header:X-Api-Key", "query:k", "cookie:session", "method", "path", "host", "route", "header:X-Api-Key + route", "ip+method+path"} {
 		if _, err := middleware.ParseKeySource(ok, &middleware.IPResolver{}); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "header:", "body:x", "ip:x", "header"} {
+	for _, bad := range []string{"", "header:", "body:x", "ip:x", "header", "ip + ", "+", "route + jwt:sub"} {
 		if _, err := middleware.ParseKeySource(bad, &middleware.IPResolver{}); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
@@ -83,5 +83,46 @@ func TestNoGinDependency(t *testing.T) {
 	}
 	if strings.Contains(string(out), "gin-gonic") {
 		t.Fatal("package middleware depends on Gin")
+	}
+}
+
+// TestKeyParts: what each part of a composite key yields, and that a
+// composite needs every part.
+func TestKeyParts(t *testing.T) {
+	t.Parallel()
+	req := httptest.NewRequest("PUT", "http://API.Example.com:8443/v1/a%2Fb?x=1", nil)
+	req.RemoteAddr = "192.0.2.1:5"
+	req.Header.Set("X-Api-Key", "k|1")
+	for spec, want := range map[string]string{
+		"method":                   "method:PUT",
+		"path":                     "path:/v1/a%2Fb",
+		"host":                     "host:api.example.com",
+		"header:X-Api-Key + route": "header:x-api-key:k%7C1|route:orders",
+		"ip + method + host":       "192.0.2.1|method:PUT|host:api.example.com",
+	} {
+		src, err := middleware.ParseKey(spec, &middleware.IPResolver{}, "orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := src(req); !ok || got != want {
+			t.Errorf("%s: %q %v, want %q", spec, got, ok, want)
+		}
+	}
+	v6 := httptest.NewRequest("GET", "http://[2001:DB8::1]:80/", nil)
+	if got, _ := middleware.Host()(v6); got != "host:[2001:db8::1]" {
+		t.Errorf("IPv6 host: %q", got)
+	}
+	// A part absent: the composite is absent; a part repeated: ambiguous.
+	c := middleware.Composite(middleware.Header("X-Api-Key"), middleware.Query("t"))
+	if k, ok := c(req); ok || k != "" {
+		t.Errorf("a missing part: %q %v, want absent", k, ok)
+	}
+	req.URL.RawQuery = "t=1&t=2"
+	if k, ok := c(req); !ok || k != "" {
+		t.Errorf("a repeated part: %q %v, want ambiguous", k, ok)
+	}
+	// Outside a ServeMux, route without a name is absent.
+	if _, ok := middleware.Route("")(req); ok {
+		t.Error("Route(\"\") outside a ServeMux is present")
 	}
 }
