@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -146,4 +147,16 @@ func TestYAMLErrorLine(t *testing.T) {
 			t.Errorf("%q: got %v, want %q", tc.yaml, err, tc.line)
 		}
 	}
+}
+
+func ExampleParseDuration() {
+	for _, s := range []string{"90s", "1d", "1d12h", "30"} {
+		d, err := gateway.ParseDuration(s)
+		fmt.Println(d, err)
+	}
+	// Output:
+	// 1m30s <nil>
+	// 24h0m0s <nil>
+	// 36h0m0s <nil>
+	// 0s "30" has no unit: use 30s (or ms, m, h, d)
 }

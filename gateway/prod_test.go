@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -360,5 +361,21 @@ func TestRedisLogsThroughSlog(t *testing.T) {
 	}
 	if line == nil || line["level"] != "WARN" {
 		t.Fatalf("go-redis line %v, want it as a JSON WARN line:\n%s", line, logs.String())
+	}
+}
+
+// TestVersionStamped: a release build stamps its version and revision with
+// -ldflags -X, and `sluice version` prints them with the Go version.
+func TestVersionStamped(t *testing.T) {
+	t.Parallel()
+	bin := filepath.Join(t.TempDir(), "sluice")
+	pkg := "github.com/sluice-gateway/sluice/internal/version"
+	out, err := exec.Command("go", "build", "-ldflags", "-X "+pkg+".version=v9.8.7 -X "+pkg+".revision=0123abc", "-o", bin, "../cmd/sluice").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v %s", err, out)
+	}
+	out, err = exec.Command(bin, "version").CombinedOutput()
+	if want := "sluice v9.8.7 (revision 0123abc, " + runtime.Version() + ")\n"; err != nil || string(out) != want {
+		t.Fatalf("sluice version: %v %q, want %q", err, out, want)
 	}
 }
