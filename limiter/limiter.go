@@ -115,6 +115,9 @@ type Policy struct {
 	Shadow    bool          // compute and record, never reject
 	// Overrides gives some keys a limit of their own (tiers).
 	Overrides map[string]int64
+	// Live, when not nil, holds limits set at run time (see Overrider);
+	// a key's live limit wins over its entry in Overrides.
+	Live *LiveLimits
 }
 
 // FieldError is a validation error that names the offending field.
@@ -172,8 +175,14 @@ func (p *Policy) Validate() error {
 	return errors.Join(errs...)
 }
 
-// LimitFor returns the limit that applies to key.
+// LimitFor returns the limit that applies to key: its run-time override
+// (Live), else its configured one (Overrides), else Limit.
 func (p *Policy) LimitFor(key string) int64 {
+	if p.Live != nil {
+		if l, ok := p.Live.Get(key); ok {
+			return l
+		}
+	}
 	if l, ok := p.Overrides[key]; ok {
 		return l
 	}

@@ -99,6 +99,9 @@ func (d *durable) load() error {
 				return err
 			}
 		}
+		if err := d.loadOverrides(tx); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketHistory).ForEach(func(k, v []byte) error {
 			ms, err := decodeMinutes(v, oldest)
 			if err != nil {

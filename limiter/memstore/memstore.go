@@ -59,6 +59,7 @@ type Store struct {
 	coarse   *atomic.Int64 // the coarse clock (ns) when no clock is injected; see tickLoop
 	tickDone chan struct{} // nil when no clock is injected
 	counters *counters
+	ovr      overrides // run-time per-key limits; see overrides.go
 	histMu   sync.Mutex
 	hist     map[string]map[int64]*minute
 	// histDirty holds the series changed since they were last written to
