@@ -234,11 +234,13 @@ func TestScopes(t *testing.T) {
 	// The scope each write route needs; every GET needs read, and any
 	// other route admin.
 	writes := map[string]string{
-		"PUT /v1/counters/{name}":                 "counters",
-		"DELETE /v1/counters/{name}":              "counters",
-		"POST /v1/counters/{name}/increment":      "counters",
-		"POST /v1/counters/{name}/decrement":      "counters",
-		"DELETE /v1/policies/{policy}/keys/{key}": "keys",
+		"PUT /v1/counters/{name}":                      "counters",
+		"DELETE /v1/counters/{name}":                   "counters",
+		"POST /v1/counters/{name}/increment":           "counters",
+		"POST /v1/counters/{name}/decrement":           "counters",
+		"DELETE /v1/policies/{policy}/keys/{key}":      "keys",
+		"PUT /v1/policies/{policy}/overrides/{key}":    "keys",
+		"DELETE /v1/policies/{policy}/overrides/{key}": "keys",
 	}
 	tokens := map[string][]string{ // token -> scopes
 		"secret": {"admin"}, "tok-file-0123456789": {"admin"},

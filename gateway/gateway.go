@@ -55,6 +55,9 @@ type Options struct {
 	Clock func() time.Time
 	// AlertBackoff is the first wait between webhook retries; zero means 1s.
 	AlertBackoff time.Duration
+	// OverrideRefresh is how often the run-time overrides are read from
+	// the store; zero means DefaultOverrideRefresh (1s).
+	OverrideRefresh time.Duration
 	// TokenDir is where a generated admin token is written (see TokenFile);
 	// empty means $XDG_RUNTIME_DIR/sluice or the temporary directory.
 	TokenDir string
@@ -92,6 +95,8 @@ type Gateway struct {
 	alerts      *alerter
 
 	integrations integrations // the decision endpoint and the rate limit service
+
+	overrides liveOverrides // run-time per-key limits; see overrides.go
 }
 
 // state is everything a request needs, swapped whole by Reload.
@@ -134,6 +139,12 @@ func New(opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.state.Store(st)
+	g.overrides.done = make(chan struct{})
+	octx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if err := g.refreshOverrides(octx, st, ""); err != nil {
+		g.log.Load().Warn("reading run-time overrides failed; they apply once the store answers", "err", err)
+	}
+	cancel()
 	g.setToken(cfg)
 	g.setTokens(cfg)
 	g.metrics.watchStore(func() limiter.Store { return g.state.Load().store })
@@ -270,6 +281,9 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 		p, err := pc.policy(name)
 		if err != nil {
 			return fail(fmt.Errorf("policies.%s: %w", name, err))
+		}
+		if _, ok := st.store.(limiter.Overrider); ok {
+			p.Live = g.overrides.table(name)
 		}
 		st.policies[name] = p
 		st.names = append(st.names, name)
@@ -424,6 +438,7 @@ func (g *Gateway) Start() error {
 		g.watch()
 	}
 	go g.historyLoop()
+	go g.overrideLoop()
 	if cfg.Admin.Token == "" {
 		g.reloadMu.Lock()
 		g.writeToken()
@@ -494,6 +509,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		if g.proxySrv != nil {
 			close(g.historyStop)
 			<-g.historyDone
+			<-g.overrides.done
 		}
 		errs := []error{}
 		if g.proxySrv != nil {

@@ -181,7 +181,8 @@ func (ts tokenSet) find(presented string) *principal {
 type principalKey struct{}
 
 // requiredScope is the scope a /v1 route needs: GET is read; writes under
-// /v1/counters/ are counters; resetting a key is keys; anything else, and
+// /v1/counters/ are counters; resetting a key and setting or deleting a
+// run-time override are keys; anything else, and
 // any route added later without a rule here, is admin.
 func requiredScope(pattern string) string {
 	method, path, _ := strings.Cut(pattern, " ")
@@ -190,7 +191,8 @@ func requiredScope(pattern string) string {
 		return ScopeRead
 	case strings.HasPrefix(path, "/v1/counters/"):
 		return ScopeCounters
-	case method == http.MethodDelete && path == "/v1/policies/{policy}/keys/{key}":
+	case method == http.MethodDelete && path == "/v1/policies/{policy}/keys/{key}",
+		path == "/v1/policies/{policy}/overrides/{key}":
 		return ScopeKeys
 	}
 	return ScopeAdmin

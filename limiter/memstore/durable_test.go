@@ -188,3 +188,39 @@ func BenchmarkDurableIncrement(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "increments/s")
 }
+
+// TestDurableOverridesSurviveReopen: run-time overrides are on disk when
+// acknowledged, deletes too, and a reopened store has exactly them.
+func TestDurableOverridesSurviveReopen(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sluice.db")
+	clock := limitertest.NewClock(limitertest.Start)
+	s, err := memstore.Open(memstore.Options{Path: path, Clock: clock.Now, SweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]int64{"alice": 50, "bob": 7, "a\x00b": 3} {
+		if err := s.SetOverride(ctx, "per-key", k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if had, err := s.DeleteOverride(ctx, "per-key", "bob"); err != nil || !had {
+		t.Fatalf("DeleteOverride(bob) = %v, %v; want true", had, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetOverride(ctx, "per-key", "carol", 1); err == nil {
+		t.Fatal("SetOverride on a closed store succeeded")
+	}
+	s = MustOpen(t, path, clock.Now)
+	got, err := s.ListOverrides(ctx, "per-key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"alice": 50, "a\x00b": 3}
+	if len(got) != len(want) || got["alice"] != 50 || got["a\x00b"] != 3 {
+		t.Fatalf("after reopen: %v, want %v", got, want)
+	}
+}

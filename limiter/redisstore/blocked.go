@@ -57,13 +57,20 @@ func (c *blockedCache) shard(k blockedKey) *struct {
 	return &c.shards[maphash.String(c.seed, k.key)%uint64(len(c.shards))]
 }
 
-// check answers a rejection when k is blocked at now.
-func (c *blockedCache) check(k blockedKey, now time.Time) (limiter.Decision, bool) {
+// check answers a rejection when k is blocked at now under the same limit.
+func (c *blockedCache) check(k blockedKey, now time.Time, limit int64) (limiter.Decision, bool) {
 	sh := c.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e := sh.m[k]
 	if e == nil || !now.Before(e.until) {
+		return limiter.Decision{}, false
+	}
+	if e.limit != limit {
+		// The key's limit changed since (a run-time override): the retry
+		// time no longer holds, so Redis decides again; the pending
+		// rejections stay to be counted with that call.
+		e.until = time.Time{}
 		return limiter.Decision{}, false
 	}
 	e.pending++

@@ -503,7 +503,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	var localNow time.Time
 	if s.blocked != nil {
 		bk, localNow = blockedKeyOf(p, limiter.StoreKey(key)), s.clock()
-		if d, ok := s.blocked.check(bk, localNow); ok {
+		if d, ok := s.blocked.check(bk, localNow, p.LimitFor(key)); ok {
 			return d, nil
 		}
 	}
