@@ -8,6 +8,12 @@
 //	cd benchmarks && go run ./cmd/loadbench            # 5 rounds of 5s
 //	cd benchmarks && go run ./cmd/loadbench -quick     # under 60s
 //	cd benchmarks && go run ./cmd/loadbench -json      # one JSON object per line
+//	cd benchmarks && go run ./cmd/loadbench -c 64 -keys 100000   # issue 12's setting
+//
+// Every policy is keyed by an X-Key header that the load spreads over -keys
+// distinct values (0: one key, the client address). Each sample also
+// reports the gateway's CPU time per request (from /proc/<pid>/stat) and,
+// for the Redis configs, the Redis server's (from INFO cpu).
 package main
 
 import (
@@ -33,6 +39,8 @@ import (
 )
 
 type target struct {
+	pid    int // the sluice process
+	redis  bool
 	name   string
 	config string // sluice config body (policies, store, route policies); empty for nginx
 	nginx  bool
@@ -48,6 +56,10 @@ type sample struct {
 	P50    float64 `json:"p50_ms"`
 	P99    float64 `json:"p99_ms"`
 	Tool   string  `json:"tool"`
+	// CPU time per request served, in microseconds: the gateway's, and
+	// the Redis server's for the Redis configs.
+	GatewayCPU float64 `json:"gateway_cpu_us_per_req"`
+	RedisCPU   float64 `json:"redis_cpu_us_per_req,omitempty"`
 }
 
 var (
@@ -58,6 +70,7 @@ var (
 	conns    = flag.Int("c", 32, "concurrent connections")
 	redis    = flag.String("redis", envOr("SLUICE_TEST_REDIS", "127.0.0.1:6379"), "Redis address for the Redis configs; empty skips them")
 	out      = flag.String("out", ".", "directory for RESULTS.md and results.png")
+	nkeys    = flag.Int("keys", 100000, "distinct X-Key values the load spreads over; 0 keys policies by client address")
 )
 
 func envOr(k, def string) string {
@@ -87,8 +100,12 @@ func main() {
 		log.Fatalf("building sluice: %v\n%s", err, out)
 	}
 	prefix := fmt.Sprintf("loadbench:%d:", time.Now().UnixNano())
+	keyed := ""
+	if *nkeys > 0 {
+		keyed = `, key: ["header:X-Key"]`
+	}
 	policy := func(alg string) string {
-		return fmt.Sprintf("policies:\n  p: { algorithm: %s, limit: 1000000000, window: 1m }\n", alg)
+		return fmt.Sprintf("policies:\n  p: { algorithm: %s, limit: 1000000000, window: 1m%s }\n", alg, keyed)
 	}
 	redisStore := func(extra string) string {
 		return fmt.Sprintf("store: { backend: redis, redis: { addrs: [%q], prefix: %q, timeout: 200ms%s } }\n", *redis, prefix, extra)
@@ -101,6 +118,8 @@ func main() {
 		targets = append(targets,
 			&target{name: "redis-sliding_window", config: policy("sliding_window") + redisStore("")},
 			&target{name: "redis-fixed_window", config: policy("fixed_window") + redisStore("")},
+			// A log holds every admission of its window: a short one.
+			&target{name: "redis-sliding_log", config: strings.Replace(policy("sliding_log"), "window: 1m", "window: 2s", 1) + redisStore("")},
 			&target{name: "redis-gcra", config: strings.Replace(policy("gcra"), "1000000000", "10000000", 1) + redisStore("")},
 			&target{name: "redis-batched", config: policy("sliding_window") + redisStore(", batch_interval: 100ms")},
 		)
@@ -112,9 +131,17 @@ func main() {
 		if t.nginx {
 			t.url, t.stop = startNginx(tmp, upstream)
 		} else {
-			t.url, t.stop = startSluice(tmp, bin, t.name, t.config, upstream)
+			t.url, t.stop, t.pid = startSluice(tmp, bin, t.name, t.config, upstream)
+			t.redis = strings.Contains(t.config, "backend: redis")
 		}
 		defer t.stop()
+	}
+	if *nkeys > 0 {
+		wrkScript = filepath.Join(tmp, "keys.lua")
+		lua := fmt.Sprintf("request = function()\n  return wrk.format(nil, nil, { [\"X-Key\"] = tostring(math.random(%d)) })\nend\n", *nkeys)
+		if err := os.WriteFile(wrkScript, []byte(lua), 0o600); err != nil {
+			log.Fatal(err)
+		}
 	}
 	tool := "go"
 	if _, err := exec.LookPath("wrk"); err == nil {
@@ -127,7 +154,8 @@ func main() {
 			b, _ := json.Marshal(s)
 			fmt.Println(string(b))
 		} else {
-			fmt.Fprintf(os.Stderr, "round %d %-22s c=%-3d %9.0f req/s  p50 %.3f ms  p99 %.3f ms\n", s.Round, s.Config, s.Conns, s.RPS, s.P50, s.P99)
+			fmt.Fprintf(os.Stderr, "round %d %-22s c=%-3d %9.0f req/s  p50 %.3f ms  p99 %.3f ms  gateway %.1f µs/req  redis %.1f µs/req\n",
+				s.Round, s.Config, s.Conns, s.RPS, s.P50, s.P99, s.GatewayCPU, s.RedisCPU)
 		}
 	}
 	for _, t := range targets { // warm up
@@ -135,7 +163,7 @@ func main() {
 	}
 	for r := 1; r <= *rounds; r++ {
 		for _, t := range targets {
-			s := load(tool, t.url, *conns, *duration)
+			s := measure(tool, t, *conns, *duration)
 			s.Config, s.Round, s.Conns, s.Tool = t.name, r, *conns, tool
 			emit(s)
 		}
@@ -146,7 +174,7 @@ func main() {
 			continue
 		}
 		for r := 1; r <= *rounds; r++ {
-			s := load(tool, t.url, 1, *duration/2)
+			s := measure(tool, t, 1, *duration/2)
 			s.Config, s.Round, s.Conns, s.Tool = t.name, r, 1, tool
 			emit(s)
 		}
@@ -205,7 +233,7 @@ func waitUp(addr string) {
 	log.Fatalf("nothing listens on %s", addr)
 }
 
-func startSluice(dir, bin, name, extra, upstream string) (string, func()) {
+func startSluice(dir, bin, name, extra, upstream string) (string, func(), int) {
 	addr := freeAddr()
 	routePolicies := ""
 	if strings.Contains(extra, "policies:") {
@@ -223,7 +251,79 @@ func startSluice(dir, bin, name, extra, upstream string) (string, func()) {
 		log.Fatal(err)
 	}
 	waitUp(addr)
-	return "http://" + addr + "/", func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	return "http://" + addr + "/", func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, cmd.Process.Pid
+}
+
+// measure loads t and adds the CPU time per request of the gateway and,
+// for a Redis config, of the Redis server.
+func measure(tool string, t *target, c int, d time.Duration) sample {
+	gw0, rd0 := procCPU(t.pid), time.Duration(0)
+	if t.redis {
+		rd0 = redisCPU(*redis)
+	}
+	start := time.Now()
+	s := load(tool, t.url, c, d)
+	n := s.RPS * time.Since(start).Seconds()
+	if n > 0 && t.pid > 0 {
+		s.GatewayCPU = float64(procCPU(t.pid)-gw0) / float64(time.Microsecond) / n
+	}
+	if n > 0 && t.redis {
+		s.RedisCPU = float64(redisCPU(*redis)-rd0) / float64(time.Microsecond) / n
+	}
+	return s
+}
+
+// procCPU returns the user and system CPU time of process pid so far (zero
+// where /proc is missing). /proc counts in clock ticks of 1/100 s.
+func procCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces), from field 3.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// redisCPU returns the Redis server's used CPU time so far (INFO cpu).
+func redisCPU(addr string) time.Duration {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte("INFO cpu\r\n")); err != nil {
+		return 0
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(head, "$") {
+		return 0
+	}
+	size, _ := strconv.Atoi(strings.TrimSpace(head[1:]))
+	body := make([]byte, size)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0
+	}
+	var total float64
+	for line := range strings.SplitSeq(string(body), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
 }
 
 func startNginx(dir, upstream string) (string, func()) {
@@ -266,7 +366,11 @@ func load(tool, url string, c int, d time.Duration) sample {
 
 func wrk(url string, c int, d time.Duration) sample {
 	secs := max(1, int(d.Round(time.Second)/time.Second))
-	out, err := exec.Command("wrk", "-t1", "-c"+strconv.Itoa(c), "-d"+strconv.Itoa(secs)+"s", "--latency", url).CombinedOutput()
+	args := []string{"-t1", "-c" + strconv.Itoa(c), "-d" + strconv.Itoa(secs) + "s", "--latency"}
+	if wrkScript != "" {
+		args = append(args, "-s", wrkScript)
+	}
+	out, err := exec.Command("wrk", append(args, url)...).CombinedOutput()
 	if err != nil {
 		log.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -302,6 +406,10 @@ func wrkMS(v string) float64 {
 	return 0
 }
 
+// wrkScript, when set, is a wrk script that spreads requests over -keys
+// X-Key values.
+var wrkScript string
+
 // goLoad is a closed-loop generator for machines without wrk.
 func goLoad(url string, c int, d time.Duration) sample {
 	tr := &http.Transport{MaxIdleConnsPerHost: c, DisableCompression: true}
@@ -309,7 +417,7 @@ func goLoad(url string, c int, d time.Duration) sample {
 	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	var n atomic.Int64
+	var n, seq atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
 	var wg sync.WaitGroup
@@ -319,7 +427,11 @@ func goLoad(url string, c int, d time.Duration) sample {
 			var mine []time.Duration
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				resp, err := client.Get(url)
+				req, _ := http.NewRequest("GET", url, nil)
+				if *nkeys > 0 {
+					req.Header.Set("X-Key", strconv.FormatInt(seq.Add(1)%int64(*nkeys), 10))
+				}
+				resp, err := client.Do(req)
 				if err != nil {
 					continue
 				}

@@ -21,6 +21,9 @@ type median struct {
 	RPS    float64 `json:"req_per_s"`
 	P50    float64 `json:"p50_ms"`
 	P99    float64 `json:"p99_ms"`
+	// Gateway and Redis CPU time per request, in microseconds.
+	GatewayCPU float64 `json:"gateway_cpu_us_per_req"`
+	RedisCPU   float64 `json:"redis_cpu_us_per_req,omitempty"`
 }
 
 type summary struct {
@@ -60,11 +63,12 @@ func summarize(samples []sample, targets []*target) summary {
 			if len(ss) == 0 {
 				continue
 			}
-			var r, p50, p99 []float64
+			var r, p50, p99, gw, rd []float64
 			for _, s := range ss {
 				r, p50, p99 = append(r, s.RPS), append(p50, s.P50), append(p99, s.P99)
+				gw, rd = append(gw, s.GatewayCPU), append(rd, s.RedisCPU)
 			}
-			m := median{Config: t.name, Conns: c, RPS: med(r), P50: med(p50), P99: med(p99)}
+			m := median{Config: t.name, Conns: c, RPS: med(r), P50: med(p50), P99: med(p99), GatewayCPU: med(gw), RedisCPU: med(rd)}
 			sum.Medians = append(sum.Medians, m)
 			if c == *conns {
 				rps[t.name] = m.RPS
@@ -83,6 +87,7 @@ func summarize(samples []sample, targets []*target) summary {
 	ratio("redis-sliding_window/no-policy", "redis-sliding_window", "no-policy")
 	ratio("redis-fixed_window/no-policy", "redis-fixed_window", "no-policy")
 	ratio("redis-gcra/no-policy", "redis-gcra", "no-policy")
+	ratio("redis-sliding_log/no-policy", "redis-sliding_log", "no-policy")
 	ratio("redis-batched/no-policy", "redis-batched", "no-policy")
 	if a, b := p50one["redis-sliding_window"], p50one["no-policy"]; a > 0 && b > 0 {
 		sum.P50AddedMS = a - b
@@ -113,10 +118,11 @@ func writeResults(dir string, samples []sample, sum summary, targets []*target, 
 	fmt.Fprintf(&b, "# Sluice load benchmark\n\n")
 	fmt.Fprintf(&b, "- date: %s\n- machine: %s\n- command (in `benchmarks/`): `%s`\n", time.Now().UTC().Format(time.RFC3339), machine(), strings.TrimSpace(cmd))
 	fmt.Fprintf(&b, "- load: %s, %d connections, %d interleaved rounds of %v per config; medians below\n", tool, *conns, *rounds, *duration)
+	fmt.Fprintf(&b, "- keys: %d distinct X-Key values (0: one key per client address)\n", *nkeys)
 	fmt.Fprintf(&b, "- the upstream, every proxy, Redis and the load generator share the machine's cores\n\n")
-	fmt.Fprintf(&b, "| config | connections | req/s | p50 ms | p99 ms |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| config | connections | req/s | p50 ms | p99 ms | gateway CPU µs/req | Redis CPU µs/req |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range sum.Medians {
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %.3f | %.3f |\n", m.Config, m.Conns, m.RPS, m.P50, m.P99)
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %.3f | %.3f | %.1f | %.1f |\n", m.Config, m.Conns, m.RPS, m.P50, m.P99, m.GatewayCPU, m.RedisCPU)
 	}
 	fmt.Fprintf(&b, "\n| ratio (medians of one run) | value |\n|---|---|\n")
 	keys := make([]string, 0, len(sum.Ratios))
