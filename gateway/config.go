@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -721,6 +722,9 @@ func (c *Config) Validate() error {
 			if o.Limit <= 0 {
 				bad(path+".overrides["+strconv.Itoa(i)+"].limit", "must be > 0")
 			}
+			if msg := pc.foreignKey(o.Key); msg != "" {
+				bad(path+".overrides["+strconv.Itoa(i)+"].key", "%s", msg)
+			}
 		}
 		if pc.CountStatus != nil {
 			if _, err := middleware.Statuses(pc.CountStatus...); err != nil {
@@ -840,6 +844,61 @@ func unjoin(err error) []error {
 		return u.Unwrap()
 	}
 	return []error{err}
+}
+
+// foreignKey says why key is no key that pc's sources make (keys carry
+// their source: "header:x-api-key:VALUE", an IP as is), or "" when it may
+// be one. It catches overrides written with a bare value, which would never
+// apply.
+func (pc PolicyConfig) foreignKey(key string) string {
+	isIP := func(k string) bool {
+		if _, err := netip.ParseAddr(k); err == nil {
+			return true
+		}
+		_, err := netip.ParsePrefix(k)
+		return err == nil
+	}
+	part := func(spec, k string) bool {
+		kind, name, _ := strings.Cut(strings.TrimSpace(spec), ":")
+		switch kind {
+		case "ip":
+			return isIP(k)
+		case "method", "path", "host", "route":
+			return strings.HasPrefix(k, kind+":")
+		case "header":
+			name = strings.ToLower(name)
+		}
+		if strings.ContainsAny(name, "%|:") {
+			return true // escaped in keys; not worth checking
+		}
+		return strings.HasPrefix(k, kind+":"+name+":")
+	}
+	if pc.OnMissingKey != "reject" && isIP(key) {
+		return ""
+	}
+	example := ""
+	for _, spec := range pc.Key {
+		specs := strings.Split(spec, "+")
+		keys := strings.Split(key, "|")
+		if len(specs) == len(keys) {
+			all := true
+			for j := range specs {
+				all = all && part(specs[j], keys[j])
+			}
+			if all {
+				return ""
+			}
+		}
+		if example == "" && len(specs) == 1 {
+			if kind, name, ok := strings.Cut(spec, ":"); ok {
+				if kind == "header" {
+					name = strings.ToLower(name)
+				}
+				example = fmt.Sprintf(", e.g. %q", kind+":"+name+":"+key)
+			}
+		}
+	}
+	return fmt.Sprintf("%q is no key this policy makes: keys carry their source%s (see the README)", key, example)
 }
 
 // policy builds the limiter policy named name.

@@ -66,12 +66,25 @@ routes:
 policies:
   p: { limit: 1, window: 1s, count_status: [401, 5xx, 6xx] }
   q: { limit: 1, window: 1s, count_status: [], key: ["header:X-Key + bogus", "ip + route", "route + "] }
+  ov:
+    key: ["header:X-API-Key", "query:k + route"]
+    limit: 1
+    window: 1s
+    overrides:
+      - { key: "k1", limit: 5 }
+      - { key: "header:x-api-key:k1", limit: 5 }
+      - { key: "query:k:v|route:api", limit: 5 }
+      - { key: "203.0.113.7", limit: 5 }
+      - { key: "2001:db8::/64", limit: 5 }
+      - { key: "query:k:v", limit: 5 }
 routes:
   - { name: a, match: { path_prefix: /a }, respond: { body: x }, policies: [p], cost: -1 }
   - { name: b, match: { path_prefix: /b }, respond: { body: x }, policies: [p], cost: 20, cost_header: { name: "X Cost", min: 5, max: 3 } }
   - { name: c, match: { path_prefix: /c }, respond: { body: x }, cost: 2 }
 `, []string{`policies.p.count_status: "6xx": want a status from 100 to 599 or a class such as 5xx`, "policies.q.count_status: no status given",
 			`policies.q.key[0]: "header:X-Key + bogus": part "bogus": want ip, header:NAME`, `policies.q.key[2]: "route + ": part "": want`,
+			`policies.ov.overrides[0].key: "k1" is no key this policy makes: keys carry their source, e.g. "header:x-api-key:k1"`,
+			`policies.ov.overrides[5].key: "query:k:v" is no key this policy makes`,
 			"routes[0].cost: must be >= 1, got -1", `routes[1].cost_header.name: must be a header name, got "X Cost"`,
 			"routes[1].cost_header.max: must be >= min (5), got 3", "routes[1].cost: the cost of a request without X Cost (20) must lie within",
 			"routes[2].cost: the route has no policies to charge"}},
@@ -88,6 +101,12 @@ policies:
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("errors lack %q:\n%v", w, err)
+				}
+			}
+			// Keys that the policy can make are accepted.
+			for _, ok := range []string{"overrides[1]", "overrides[2]", "overrides[3]", "overrides[4]"} {
+				if strings.Contains(err.Error(), "policies.ov."+ok) {
+					t.Errorf("errors name %s:\n%v", ok, err)
 				}
 			}
 		})
