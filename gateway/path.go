@@ -131,10 +131,12 @@ func hidesDotSegment(seg string) bool {
 // lenient upstreams read it, so that no spelling reaches a route's upstream
 // past the route's policies. A backslash is a slash (as on Windows servers),
 // path parameters (";jsessionid=..." to the end of a segment, as in Java
-// servers) are dropped, and the empty segments this leaves collapse. It
-// allocates only for paths that hold a backslash or a ';'.
+// servers) are dropped, and the empty segments this leaves collapse, as do
+// those of an escaped slash ("/%2Fprivate" is "//private" decoded, which an
+// upstream that merges slashes reads as "/private"). It allocates only for
+// paths that hold a backslash, a ';' or "//".
 func routingPath(p string) string {
-	if !strings.ContainsAny(p, `\;`) {
+	if !strings.ContainsAny(p, `\;`) && !strings.Contains(p, "//") {
 		return p
 	}
 	b := make([]byte, 0, len(p))

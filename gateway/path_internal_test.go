@@ -60,6 +60,8 @@ func TestRoutingPath(t *testing.T) {
 		"/private;jsessionid=1": "/private",
 		"/a;b=c/d;e":            "/a/d",
 		"/a/b/":                 "/a/b/",
+		"//private/x":           "/private/x", // "/%2Fprivate/x" decoded
+		"/private//x//":         "/private/x/",
 	} {
 		if got := routingPath(in); got != want {
 			t.Errorf("routingPath(%q) = %q, want %q", in, got, want)

@@ -129,6 +129,9 @@ routes:
 		{"/private%3b/x", 429},
 		{`/private\x`, 429}, // a backslash, as Windows servers read it
 		{"/%5cprivate/x", 429},
+		{"/%2Fprivate/x", 429}, // decoded "//private/x": an upstream that merges slashes reads /private/x
+		{"/%2fprivate/%2F/x", 429},
+		{"/%2F%2Fprivate/x", 429},
 		{`/\private/x`, 429},
 		{"/public/..%252fprivate/x", 400}, // escaped twice
 		{"/public/%252e%252e/private/x", 400},
