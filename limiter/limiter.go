@@ -120,6 +120,11 @@ type Policy struct {
 	Live *LiveLimits
 }
 
+// MaxWindow is the longest window a policy may have: 100 years (36500d).
+// A deadline is a window or two past now in nanoseconds since 1970, and
+// windows much longer (about 85,000 days and more) overflow it.
+const MaxWindow = 36500 * 24 * time.Hour
+
 // FieldError is a validation error that names the offending field.
 type FieldError struct {
 	Field string // dotted path, e.g. "window" or "overrides[0].limit"
@@ -151,6 +156,8 @@ func (p *Policy) Validate() error {
 	}
 	if p.Window < time.Millisecond {
 		bad("window", "must be > 0 (at least 1ms)")
+	} else if p.Window > MaxWindow {
+		bad("window", "must be at most 36500d (100 years), got %v", p.Window)
 	}
 	if p.Buckets < 0 {
 		bad("buckets", "must be >= 0")
