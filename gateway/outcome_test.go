@@ -14,12 +14,17 @@ import (
 )
 
 // stores runs f on the memory store and, when SLUICE_TEST_REDIS is set, on
-// Redis under a prefix of its own.
+// Redis and Redis Cluster under a prefix of their own.
 func stores(t *testing.T, f func(t *testing.T, store string)) {
 	t.Run("memory", func(t *testing.T) { t.Parallel(); f(t, "{ backend: memory }") })
 	t.Run("redis", func(t *testing.T) {
 		t.Parallel()
 		f(t, redisStoreConfig(limitertest.RedisAddr(t)))
+	})
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		addrs := limitertest.ClusterAddrs(t)
+		f(t, strings.Replace(redisStoreConfig(addrs[0]), fmt.Sprintf("[%q]", addrs[0]), `["`+strings.Join(addrs, `","`)+`"]`, 1))
 	})
 }
 

@@ -589,6 +589,25 @@ func testCountStatus(t *testing.T, wrap Wrap) {
 	if c := count(); c != 0 {
 		t.Fatalf("next window after a success: count %d, want 0", c)
 	}
+	// Beside a policy that counts everything, only the counting-by-status
+	// one is refunded.
+	errs, _ := middleware.Statuses("5xx")
+	all := &limiter.Policy{Name: "all", Limit: 100, Window: time.Minute}
+	fails := &limiter.Policy{Name: "upstream-errors", Limit: 100, Window: time.Minute}
+	two := wrap(t, mustNew(t, s, []middleware.Rule{{Policy: all}, {Policy: fails, CountStatus: errs}}),
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/fail" {
+				w.WriteHeader(http.StatusBadGateway)
+			}
+		}))
+	for _, path := range []string{"/ok", "/fail", "/ok", "/fail", "/fail"} {
+		get(t, two, path, nil)
+	}
+	for p, want := range map[*limiter.Policy]int64{all: 5, fails: 3} {
+		if u, _ := s.Peek(context.Background(), p, "192.0.2.10"); u.Count != want {
+			t.Fatalf("policy %s counted %d, want %d", p.Name, u.Count, want)
+		}
+	}
 	// Classes and bad specs.
 	m, err := middleware.Statuses("5xx", "429")
 	if err != nil || !m(500) || !m(503) || !m(429) || m(200) || m(404) || m(600) {
