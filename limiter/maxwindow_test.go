@@ -2,6 +2,7 @@ package limiter_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,27 @@ func TestMaxWindowStillLimits(t *testing.T) {
 		}
 		if admitted != 3 {
 			t.Errorf("%s with window %v: %d of 5 admitted, want 3", alg, limiter.MaxWindow, admitted)
+		}
+	}
+}
+
+// TestLargestLimitAdmits: a limit of MaxInt64 (which validate accepts)
+// admits requests on every algorithm whose rules allow it. sliding_window's
+// cap (limit + limit/buckets) overflowed and rejected every request.
+func TestLargestLimitAdmits(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	for _, alg := range []limiter.Algorithm{limiter.SlidingWindow, limiter.SlidingLog, limiter.FixedWindow} {
+		p := &limiter.Policy{Name: "p", Algorithm: alg, Limit: math.MaxInt64, Window: time.Minute}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("%s: %v", alg, err)
+		}
+		s := memStore(func() time.Time { return now })
+		for i := range 3 {
+			d, err := s.Allow(context.Background(), p, "k", 1)
+			if err != nil || !d.Allowed {
+				t.Fatalf("%s: request %d: allowed %v, err %v; want admitted", alg, i+1, d.Allowed, err)
+			}
 		}
 	}
 }

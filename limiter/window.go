@@ -59,7 +59,12 @@ func (w Window) View(buckets []Bucket, now int64) WindowView {
 func (v WindowView) Estimate() float64 { return float64(v.Inside) + float64(v.Oldest)*v.Frac }
 
 // Cap is the most units that all buckets touching a window may hold.
-func (w Window) Cap(limit int64) int64 { return limit + limit/int64(w.Buckets) }
+func (w Window) Cap(limit int64) int64 {
+	if c := limit + limit/int64(w.Buckets); c >= limit {
+		return c
+	}
+	return math.MaxInt64 // limit + limit/buckets overflows
+}
 
 // Fits reports whether cost more units may be admitted.
 func (w Window) Fits(v WindowView, limit, cost int64) bool {
