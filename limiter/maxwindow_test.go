@@ -69,6 +69,9 @@ func TestLargestLimitAdmits(t *testing.T) {
 			if err != nil || !d.Allowed {
 				t.Fatalf("%s: request %d: allowed %v, err %v; want admitted", alg, i+1, d.Allowed, err)
 			}
+			if d.Remaining < math.MaxInt64-int64(i)-2 {
+				t.Fatalf("%s: request %d: remaining %d, want about MaxInt64", alg, i+1, d.Remaining)
+			}
 		}
 	}
 }

@@ -75,7 +75,11 @@ func (w Window) Fits(v WindowView, limit, cost int64) bool {
 func (w Window) Fill(d *Decision, v WindowView, now, limit int64) {
 	est := v.Estimate()
 	d.Count = int64(math.Ceil(est - 1e-9))
-	d.Remaining = max(0, min(int64(math.Floor(float64(limit)-est+1e-9)), w.Cap(limit)-v.Inside-v.Oldest))
+	left := int64(math.MaxInt64) // float64 of a limit near MaxInt64 is 2^63, which int64 cannot hold
+	if f := math.Floor(float64(limit) - est + 1e-9); f < math.MaxInt64 {
+		left = int64(f)
+	}
+	d.Remaining = max(0, min(left, w.Cap(limit)-v.Inside-v.Oldest))
 	d.ResetAfter = 0
 	if v.Newest >= 0 {
 		d.ResetAfter = time.Duration((v.Newest+int64(w.Buckets)+1)*w.Size-now) * w.Tick
