@@ -42,6 +42,7 @@ type Config struct {
 	Decision        DecisionConfig          `koanf:"decision"` // HTTP decision endpoint (nginx, Traefik, Caddy)
 	RLS             RLSConfig               `koanf:"rls"`      // Envoy's rate limit service over gRPC
 	Server          ServerConfig            `koanf:"server"`   // limits on the proxy listener's clients
+	JWT             JWTConfig               `koanf:"jwt"`      // keys that verify bearer tokens (key part jwt:CLAIM)
 
 	// UpstreamTransport is the client of proxied routes that name none:
 	// fast (default; the synchronous one of gateway/internal/upstream) or
@@ -639,6 +640,7 @@ func (c *Config) Validate() error {
 		bad("shutdown_timeout", "must be >= 0")
 	}
 	c.Server.validate(bad)
+	c.JWT.validate(bad)
 	if _, err := middleware.NewIPResolver(c.TrustedProxies, 64); err != nil {
 		errs = append(errs, err)
 	}
@@ -709,7 +711,7 @@ func (c *Config) Validate() error {
 			}
 		}
 		for i, spec := range pc.Key {
-			if _, err := middleware.ParseKeySource(spec, &middleware.IPResolver{}); err != nil {
+			if _, err := middleware.ParseKeyJWT(spec, &middleware.IPResolver{}, "", c.JWT.checkKeys()); err != nil {
 				bad(path+".key["+strconv.Itoa(i)+"]", "%v", err)
 			}
 		}

@@ -96,7 +96,8 @@ type Gateway struct {
 
 	integrations integrations // the decision endpoint and the rate limit service
 
-	overrides liveOverrides // run-time per-key limits; see overrides.go
+	overrides liveOverrides        // run-time per-key limits; see overrides.go
+	jwt       atomic.Pointer[jwks] // the JWK Set in force (jwt.go)
 }
 
 // state is everything a request needs, swapped whole by Reload.
@@ -110,6 +111,7 @@ type state struct {
 	// decisionIP finds the client of a call to the decision endpoint.
 	decisionIP *middleware.IPResolver
 	rls        *rls.Table // Envoy rate limit descriptors to policies
+	jwt        *jwks      // verifies bearer tokens for jwt:CLAIM keys; nil without jwt config
 	// keys are the policies of each route with their key sources, for
 	// log.access_keys.
 	keys map[string][]policyKeys
@@ -139,6 +141,7 @@ func New(opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.state.Store(st)
+	g.jwt.Store(st.jwt)
 	g.overrides.done = make(chan struct{})
 	octx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	if err := g.refreshOverrides(octx, st, ""); err != nil {
@@ -271,12 +274,22 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 	if st.store, err = g.storeFor(cfg, prev); err != nil {
 		return nil, err
 	}
-	fail := func(err error) (*state, error) {
+	if st.jwt, err = g.jwtKeys(cfg); err != nil {
 		if prev == nil || st.store != prev.store {
 			st.store.Close()
 		}
 		return nil, err
 	}
+	fail := func(err error) (*state, error) {
+		if prev == nil || st.store != prev.store {
+			st.store.Close()
+		}
+		if st.jwt != nil && st.jwt != g.jwt.Load() {
+			st.jwt.cancel()
+		}
+		return nil, err
+	}
+	jwtOpts := cfg.JWT.parserOptions()
 	for name, pc := range cfg.Policies {
 		p, err := pc.policy(name)
 		if err != nil {
@@ -318,7 +331,7 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 				rule := middleware.Rule{Policy: st.policies[name]}
 				// Per route: the key part "route" is the route's name.
 				for _, spec := range pc.Key {
-					src, err := middleware.ParseKey(spec, ip, rc.Name)
+					src, err := middleware.ParseKeyJWT(spec, ip, rc.Name, st.jwt.keyfunc(), jwtOpts...)
 					if err != nil {
 						return fail(fmt.Errorf("policies.%s.key: %w", name, err))
 					}
@@ -382,6 +395,9 @@ func (g *Gateway) Reload() error {
 	}
 	g.setLogger(cfg)
 	g.state.Store(st)
+	if old := g.jwt.Swap(st.jwt); old != nil && old != st.jwt {
+		old.cancel()
+	}
 	g.setToken(cfg)
 	g.setTokens(cfg)
 	g.alerts.configure(cfg.Alerts)
@@ -521,6 +537,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		cancel()
 		g.alerts.close()
 		g.closeIdleUpstreams()
+		if j := g.jwt.Load(); j != nil {
+			j.cancel()
+		}
 		errs = append(errs, g.state.Load().store.Close())
 		g.reloadMu.Lock()
 		if g.tokenFile != "" {

@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // IPResolver finds a request's client IP: the TCP peer, unless the peer is a
@@ -280,6 +282,7 @@ func escapeKeyPart(s string, name bool) string {
 
 // ParseKeySource turns a config spec into a KeySource: "ip",
 // "header:NAME", "query:NAME", "cookie:NAME", "method", "path", "host",
+// ("jwt:CLAIM" with ParseKeyJWT),
 // "route" (the request's ServeMux pattern), or a composite of several
 // joined by "+", all required: "header:X-API-Key + route".
 func ParseKeySource(spec string, resolver *IPResolver) (KeySource, error) {
@@ -290,12 +293,26 @@ func ParseKeySource(spec string, resolver *IPResolver) (KeySource, error) {
 // gateway): the part "route" is the constant route, or the request's
 // ServeMux pattern when route is empty.
 func ParseKey(spec string, resolver *IPResolver, route string) (KeySource, error) {
+	return parseKey(spec, resolver, route, nil)
+}
+
+// ParseKeyJWT is ParseKey that also knows the part "jwt:CLAIM": a claim
+// of the request's bearer token, verified with keys (JWTClaim with opts).
+// With keys nil a jwt part is an error.
+func ParseKeyJWT(spec string, resolver *IPResolver, route string, keys jwt.Keyfunc, opts ...jwt.ParserOption) (KeySource, error) {
+	if keys == nil {
+		return parseKey(spec, resolver, route, nil)
+	}
+	return parseKey(spec, resolver, route, func(claim string) KeySource { return JWTClaim(claim, keys, opts...) })
+}
+
+func parseKey(spec string, resolver *IPResolver, route string, jwtPart func(claim string) KeySource) (KeySource, error) {
 	if !strings.Contains(spec, "+") {
-		return parsePart(spec, resolver, route)
+		return parsePart(spec, resolver, route, jwtPart)
 	}
 	var parts []KeySource
 	for p := range strings.SplitSeq(spec, "+") {
-		src, err := parsePart(strings.TrimSpace(p), resolver, route)
+		src, err := parsePart(strings.TrimSpace(p), resolver, route, jwtPart)
 		if err != nil {
 			return nil, fmt.Errorf("%s: part %w", strconv.Quote(spec), err)
 		}
@@ -304,7 +321,7 @@ func ParseKey(spec string, resolver *IPResolver, route string) (KeySource, error
 	return Composite(parts...), nil
 }
 
-func parsePart(spec string, resolver *IPResolver, route string) (KeySource, error) {
+func parsePart(spec string, resolver *IPResolver, route string, jwtPart func(claim string) KeySource) (KeySource, error) {
 	kind, name, hasName := strings.Cut(spec, ":")
 	switch {
 	case spec == "ip":
@@ -324,8 +341,12 @@ func parsePart(spec string, resolver *IPResolver, route string) (KeySource, erro
 		return Query(name), nil
 	case kind == "cookie":
 		return Cookie(name), nil
+	case kind == "jwt" && jwtPart == nil:
+		return nil, fmt.Errorf("%s: a jwt part needs the keys that verify the token (the gateway's jwt.jwks_url or jwt.jwks_file)", strconv.Quote(spec))
+	case kind == "jwt":
+		return jwtPart(name), nil
 	}
-	return nil, fmt.Errorf("%s: want ip, header:NAME, query:NAME, cookie:NAME, method, path, host or route, or several joined by +", strconv.Quote(spec))
+	return nil, fmt.Errorf("%s: want ip, header:NAME, query:NAME, cookie:NAME, jwt:CLAIM, method, path, host or route, or several joined by +", strconv.Quote(spec))
 }
 
 // Composite is the KeySource whose key is made of every part's, all
