@@ -189,6 +189,7 @@ func TestJWTClaimKeys(t *testing.T) {
 		t.Fatalf("client IP counted %v, want %d (one per bad token): %s", c, len(bad), body)
 	}
 	resp, body = h.adminDo("GET", "/v1/policies/per-user-or-ip/keys/jwt:sub:alice", "")
+	wantStatus(t, resp, body, 200)
 	if c := decode[map[string]any](t, body)["count"]; c != float64(1) {
 		t.Fatalf("alice counted %v on the lenient policy, want 1: %s", c, body)
 	}
