@@ -619,6 +619,14 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 		middleware.WriteJSONError(c.Writer, http.StatusMethodNotAllowed, "CONNECT is not supported")
 		return
 	}
+	if upgradesToH2C(c.Request.Header) {
+		// An h2c upstream would answer 101 and then take any number of
+		// HTTP/2 requests, to any path, over the one tunnel counted here:
+		// serve the plain HTTP/1.1 request instead (a server may ignore
+		// Upgrade).
+		c.Request.Header.Del("Upgrade")
+		c.Request.Header.Del("HTTP2-Settings")
+	}
 	// Route matching and the upstream see the same, cleaned path.
 	if !cleanRequestPath(c.Request) {
 		middleware.WriteJSONError(c.Writer, http.StatusBadRequest, uncleanPath)
@@ -728,4 +736,16 @@ func dedupe(s []string) []string {
 		}
 	}
 	return out
+}
+
+// upgradesToH2C reports whether h asks to upgrade to cleartext HTTP/2.
+func upgradesToH2C(h http.Header) bool {
+	for _, v := range h.Values("Upgrade") {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "h2c") {
+				return true
+			}
+		}
+	}
+	return false
 }
