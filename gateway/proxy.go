@@ -164,6 +164,10 @@ func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middlewa
 			// proxy; otherwise the client could write its own history.
 			if trusted && ip != nil && ip.TrustsPeer(pr.In) {
 				pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			} else {
+				// Nor may it name itself in X-Real-IP, which upstreams
+				// behind a proxy read as the client (and we do not believe).
+				pr.Out.Header.Del("X-Real-Ip")
 			}
 			pr.SetXForwarded()
 		},
