@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -34,9 +35,10 @@ func stores(t *testing.T, f func(t *testing.T, store string)) {
 // upstream sees none of them.
 func TestLoginBruteForce(t *testing.T) {
 	t.Parallel()
-	var hits atomic.Int64
+	var hits sync.Map // X-User -> *atomic.Int64: the stores' subtests run in parallel on this upstream
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hits.Add(1)
+		n, _ := hits.LoadOrStore(r.Header.Get("X-User"), new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
 		if r.URL.Query().Get("password") != "right" {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
@@ -91,13 +93,17 @@ routes:
 		if c := count(); c != 5 {
 			t.Fatalf("5 failures and 4 successes counted %v, want 5", c)
 		}
-		before := hits.Load()
+		userHits := func() int64 {
+			n, _ := hits.LoadOrStore(user, new(atomic.Int64))
+			return n.(*atomic.Int64).Load()
+		}
+		before := userHits()
 		for _, pw := range []string{"wrong", "right", "right"} {
 			if got := login(pw); got != 429 {
 				t.Fatalf("password %s after 5 failures: %d, want 429", pw, got)
 			}
 		}
-		if n := hits.Load() - before; n != 0 {
+		if n := userHits() - before; n != 0 {
 			t.Fatalf("the upstream saw %d refused attempts", n)
 		}
 		// Another user is untouched.
