@@ -71,9 +71,9 @@ func IsBoundError(err error) (*BoundError, bool) {
 	return be, ok
 }
 
-// Step applies delta to c in memory, with the same rules every store follows:
+// step applies delta to c in memory, with the same rules every store follows:
 // the result must fit in int64 and in [Min, Max].
-func Step(c Counter, delta int64) (Counter, error) {
+func step(c Counter, delta int64) (Counter, error) {
 	if (delta > 0 && c.Value > math.MaxInt64-delta) || (delta < 0 && c.Value < math.MinInt64-delta) {
 		return c, &BoundError{Name: c.Name, Value: c.Value, Bound: "int64"}
 	}
@@ -177,7 +177,7 @@ func (op CounterOp) Apply(cur *Counter) (*Counter, CounterResult) {
 	if cur != nil {
 		base = *cur
 	}
-	next, err := Step(base, op.Delta)
+	next, err := step(base, op.Delta)
 	if be, ok := IsBoundError(err); ok {
 		return cur, CounterResult{Counter: base, Bound: be.Bound}
 	}

@@ -59,15 +59,12 @@
 package limiter
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
-	"strings"
 	"time"
 )
 
@@ -311,13 +308,3 @@ type KeyRanker interface {
 // Requests is how many requests u stands for in the window: admitted
 // units plus rejections.
 func (u Usage) Requests() int64 { return u.Count + u.Rejected }
-
-// SortUsage orders usages busiest first (most Requests), then by key.
-func SortUsage(u []Usage) {
-	slices.SortFunc(u, func(a, b Usage) int {
-		if a, b := a.Requests(), b.Requests(); a != b {
-			return cmp.Compare(b, a)
-		}
-		return strings.Compare(a.Key, b.Key)
-	})
-}

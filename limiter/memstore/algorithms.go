@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
 // The state of one entry, kept under its shard's lock, with times in
@@ -11,27 +12,27 @@ import (
 // file only loads and saves the state.
 
 // slidingWindow keeps Buckets+1 sub-window counts in a ring; the
-// arithmetic is limiter.Window's.
+// arithmetic is algo.Window's.
 type slidingWindow struct {
 	idx    []int64 // bucket index (time / bucket size) of each slot
 	counts []int64
 }
 
 // buckets lists the ring's buckets into buf.
-func (w *slidingWindow) buckets(buf []limiter.Bucket) []limiter.Bucket {
+func (w *slidingWindow) buckets(buf []algo.Bucket) []algo.Bucket {
 	for i, ix := range w.idx {
-		buf = append(buf, limiter.Bucket{Index: ix, Count: w.counts[i]})
+		buf = append(buf, algo.Bucket{Index: ix, Count: w.counts[i]})
 	}
 	return buf
 }
 
 func (w *slidingWindow) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
-	win := limiter.WindowOf(p, time.Nanosecond)
+	win := algo.WindowOf(p, time.Nanosecond)
 	k := p.Buckets
 	if len(w.idx) != k+1 {
 		w.idx, w.counts = make([]int64, k+1), make([]int64, k+1)
 	}
-	var buf [16]limiter.Bucket
+	var buf [16]algo.Bucket
 	bs := w.buckets(buf[:0])
 	v := win.View(bs, now)
 	d := limiter.Decision{Limit: limit}
@@ -59,8 +60,8 @@ func (w *slidingWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.
 		d.Remaining = limit
 		return d
 	}
-	win := limiter.WindowOf(p, time.Nanosecond)
-	var buf [16]limiter.Bucket
+	win := algo.WindowOf(p, time.Nanosecond)
+	var buf [16]algo.Bucket
 	win.Fill(&d, win.View(w.buckets(buf[:0]), now), now, limit)
 	return d
 }
@@ -77,14 +78,14 @@ func (w *slidingWindow) refund(p *limiter.Policy, c limiter.Charge) {
 }
 
 // slidingLog keeps (time, units) pairs of admissions inside the window;
-// the arithmetic is limiter.Log's.
+// the arithmetic is algo.Log's.
 type slidingLog struct {
 	times []int64
 	units []int64
 	total int64
 }
 
-func (l *slidingLog) trim(now int64, lg limiter.Log) {
+func (l *slidingLog) trim(now int64, lg algo.Log) {
 	i := 0
 	for i < len(l.times) && !lg.Inside(l.times[i], now) {
 		l.total -= l.units[i]
@@ -104,7 +105,7 @@ func (l *slidingLog) newest() int64 {
 }
 
 func (l *slidingLog) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
-	lg := limiter.LogOf(p, time.Nanosecond)
+	lg := algo.LogOf(p, time.Nanosecond)
 	l.trim(now, lg)
 	d := limiter.Decision{Limit: limit}
 	if lg.Fits(l.total, limit, cost) {
@@ -125,7 +126,7 @@ func (l *slidingLog) allow(now int64, p *limiter.Policy, limit, cost int64) limi
 }
 
 func (l *slidingLog) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
-	lg := limiter.LogOf(p, time.Nanosecond)
+	lg := algo.LogOf(p, time.Nanosecond)
 	l.trim(now, lg)
 	d := limiter.Decision{Limit: limit}
 	lg.Fill(&d, l.total, l.newest(), now, limit)
@@ -144,19 +145,19 @@ func (l *slidingLog) refund(c limiter.Charge) {
 }
 
 // fixedWindow counts units in the window that started at start; the
-// arithmetic is limiter.Fixed's.
+// arithmetic is algo.Fixed's.
 type fixedWindow struct {
 	start, count int64
 }
 
-func (f *fixedWindow) roll(now int64, fw limiter.Fixed) {
+func (f *fixedWindow) roll(now int64, fw algo.Fixed) {
 	if start := fw.Start(now); start != f.start {
 		f.start, f.count = start, 0
 	}
 }
 
 func (f *fixedWindow) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
-	fw := limiter.FixedOf(p, time.Nanosecond)
+	fw := algo.FixedOf(p, time.Nanosecond)
 	f.roll(now, fw)
 	d := fw.Decide(f.count, now, limit, cost)
 	if d.Allowed {
@@ -166,7 +167,7 @@ func (f *fixedWindow) allow(now int64, p *limiter.Policy, limit, cost int64) lim
 }
 
 func (f *fixedWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
-	fw := limiter.FixedOf(p, time.Nanosecond)
+	fw := algo.FixedOf(p, time.Nanosecond)
 	f.roll(now, fw)
 	d := limiter.Decision{Limit: limit}
 	fw.Fill(&d, f.count, now, limit)
@@ -174,30 +175,30 @@ func (f *fixedWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.De
 }
 
 func (f *fixedWindow) refund(p *limiter.Policy, c limiter.Charge) {
-	if limiter.FixedOf(p, time.Nanosecond).Start(c.At) == f.start {
+	if algo.FixedOf(p, time.Nanosecond).Start(c.At) == f.start {
 		f.count = max(0, f.count-c.Cost)
 	}
 }
 
 // gcra keeps the theoretical arrival time of the next unit; the arithmetic
-// is limiter.Cell's.
+// is algo.Cell's.
 type gcra struct {
 	tat int64
 }
 
 func (g *gcra) allow(now int64, p *limiter.Policy, key string, limit, cost int64) limiter.Decision {
 	var d limiter.Decision
-	g.tat, d = limiter.CellOf(p, key, limit, time.Nanosecond).Decide(g.tat, now, cost)
+	g.tat, d = algo.CellOf(p, key, limit, time.Nanosecond).Decide(g.tat, now, cost)
 	d.Limit = limit
 	return d
 }
 
 func (g *gcra) peek(now int64, p *limiter.Policy, key string, limit int64) limiter.Decision {
 	d := limiter.Decision{Limit: limit}
-	limiter.CellOf(p, key, limit, time.Nanosecond).Fill(&d, g.tat, now)
+	algo.CellOf(p, key, limit, time.Nanosecond).Fill(&d, g.tat, now)
 	return d
 }
 
 func (g *gcra) refund(now int64, p *limiter.Policy, key string, limit int64, c limiter.Charge) {
-	g.tat = limiter.CellOf(p, key, limit, time.Nanosecond).Refund(g.tat, now, c.Cost)
+	g.tat = algo.CellOf(p, key, limit, time.Nanosecond).Refund(g.tat, now, c.Cost)
 }

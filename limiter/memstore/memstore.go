@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/listing"
 	"github.com/sluice-gateway/sluice/limiter/topk"
 )
 
@@ -435,7 +436,7 @@ func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter
 			out.Keys = append(out.Keys, u)
 		}
 	}
-	limiter.SortUsage(out.Keys)
+	listing.Sort(out.Keys)
 	out.Keys = out.Keys[:min(len(out.Keys), limit)]
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
 // Batched mode (Options.BatchInterval > 0) trades exactness for throughput
@@ -66,14 +67,14 @@ func (s *Store) allowBatched(p *limiter.Policy, key string, cost int64) limiter.
 	}
 	e.p, e.lastUsed = p, now
 	limit := p.LimitFor(key)
-	win := limiter.WindowOf(p, time.Microsecond)
+	win := algo.WindowOf(p, time.Microsecond)
 	nowUS := now.UnixMicro()
-	buckets := make([]limiter.Bucket, 0, len(e.global)+len(e.local))
+	buckets := make([]algo.Bucket, 0, len(e.global)+len(e.local))
 	for ix, n := range e.global {
-		buckets = append(buckets, limiter.Bucket{Index: ix, Count: n})
+		buckets = append(buckets, algo.Bucket{Index: ix, Count: n})
 	}
 	for ix, n := range e.local {
-		buckets = append(buckets, limiter.Bucket{Index: ix, Count: n})
+		buckets = append(buckets, algo.Bucket{Index: ix, Count: n})
 	}
 	v := win.View(buckets, nowUS)
 	d := limiter.Decision{Limit: limit}

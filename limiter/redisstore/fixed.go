@@ -10,10 +10,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
 // fixed_window runs on plain pipelined commands, like sliding_window, with
-// limiter.Fixed's arithmetic: HINCRBY of the field of the current window
+// algo.Fixed's arithmetic: HINCRBY of the field of the current window
 // (its start, in microseconds), HDEL of the previous window's field and
 // PEXPIRE to the end of the window; a rejected request takes its units
 // back in a second round trip. The view of each request holds every
@@ -46,7 +47,7 @@ func (o *fixedOp) err() error {
 
 // allowFixed decides a fixed_window request.
 func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey string, limit, cost, now int64) (limiter.Decision, error) {
-	fw := limiter.FixedOf(p, time.Microsecond)
+	fw := algo.FixedOf(p, time.Microsecond)
 	nowUS := now / 1000
 	start := fw.Start(nowUS)
 	name := s.keyName(p, storeKey)
@@ -82,7 +83,7 @@ func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey stri
 // peekFixed reads a fixed_window key without counting.
 func (s *Store) peekFixed(ctx context.Context, p *limiter.Policy, storeKey string, limit, now int64) (limiter.Usage, error) {
 	u := limiter.Usage{Key: storeKey, Limit: limit}
-	fw := limiter.FixedOf(p, time.Microsecond)
+	fw := algo.FixedOf(p, time.Microsecond)
 	nowUS := now / 1000
 	name := s.keyName(p, storeKey)
 	var count, rej *redis.StringCmd

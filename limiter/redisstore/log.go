@@ -10,10 +10,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
 // sliding_log keeps one sorted-set member per unit, scored by its time in
-// microseconds, and decides with limiter.Log's arithmetic. A request adds
+// microseconds, and decides with algo.Log's arithmetic. A request adds
 // its members, drops the members that left the window and counts the
 // window in one small script (logAddScript): the count must be taken in
 // the same step as the add, or two requests interleaved on two connections
@@ -35,7 +36,7 @@ func logMembers(id string, cost int64) []string {
 
 // allowLog decides a sliding_log request.
 func (s *Store) allowLog(ctx context.Context, p *limiter.Policy, storeKey string, limit, cost, now int64) (limiter.Decision, error) {
-	lg := limiter.LogOf(p, time.Microsecond)
+	lg := algo.LogOf(p, time.Microsecond)
 	nowUS := now / 1000
 	name := s.keyName(p, storeKey)
 	id := s.idPrefix + strconv.FormatUint(s.ids.Add(1), 36)
@@ -110,7 +111,7 @@ func newestScore(c *redis.ZSliceCmd, fallback int64) int64 {
 // peekLog reads a sliding_log key without counting.
 func (s *Store) peekLog(ctx context.Context, p *limiter.Policy, storeKey string, limit, now int64) (limiter.Usage, error) {
 	u := limiter.Usage{Key: storeKey, Limit: limit}
-	lg := limiter.LogOf(p, time.Microsecond)
+	lg := algo.LogOf(p, time.Microsecond)
 	nowUS := now / 1000
 	name := s.keyName(p, storeKey)
 	var count *redis.IntCmd

@@ -15,12 +15,12 @@
 // the pipelining batcher (batch.go) with its caller's context, so a
 // deadline or a cancellation ends the wait, and a call withdrawn before it
 // was sent charges nothing. sliding_window and fixed_window run on plain
-// pipelined commands with limiter.Window's and limiter.Fixed's arithmetic
+// pipelined commands with algo.Window's and algo.Fixed's arithmetic
 // (window.go, fixed.go): one round trip when admitted, two when rejected.
-// sliding_log decides with limiter.Log's arithmetic over the count that a
+// sliding_log decides with algo.Log's arithmetic over the count that a
 // small script takes in the same step as the add (log.go), with the same
 // round trips. gcra runs one Lua script by SHA, one round trip either way:
-// its arithmetic (limiter.Cell's) needs max(tat, now) read and written at
+// its arithmetic (algo.Cell's) needs max(tat, now) read and written at
 // once, which plain commands cannot do.
 // Keys over their limit are answered locally until their retry-after
 // (blocked.go), and circuit
@@ -59,6 +59,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
 // DefaultPrefix is the key prefix of a store whose Options.Prefix is empty.
@@ -596,7 +597,7 @@ func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c lim
 		}
 		return nil
 	case limiter.FixedWindow:
-		start := limiter.FixedOf(p, time.Microsecond).Start(c.At / 1000)
+		start := algo.FixedOf(p, time.Microsecond).Start(c.At / 1000)
 		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(start), c.Cost}}}
 	case limiter.GCRA:
 		sc = &scriptOp{c: call{gcraRefundScript, []string{name}, []any{us(s.clock().UnixMicro()), gcraInterval(p, p.LimitFor(key)), c.Cost}}}

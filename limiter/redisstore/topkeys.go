@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/listing"
 	"github.com/sluice-gateway/sluice/limiter/topk"
 )
 
@@ -223,7 +224,7 @@ func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter
 			out.Keys = append(out.Keys, u)
 		}
 	}
-	limiter.SortUsage(out.Keys)
+	listing.Sort(out.Keys)
 	out.Keys = out.Keys[:min(len(out.Keys), limit)]
 	return out, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
 // sliding_window runs on plain pipelined commands, not a script: HINCRBY
@@ -137,7 +138,7 @@ type trimList struct {
 
 // allowWindow decides a sliding_window request.
 func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey string, limit, cost int64, now int64) (limiter.Decision, error) {
-	win := limiter.WindowOf(p, time.Microsecond)
+	win := algo.WindowOf(p, time.Microsecond)
 	nowUS := now / 1000
 	c := nowUS / win.Size
 	name := s.keyName(p, storeKey)
@@ -152,7 +153,7 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	}
 	// The others: every bucket but the current one as read, and the
 	// current one as it was just before this request.
-	var buf [24]limiter.Bucket
+	var buf [24]algo.Bucket
 	buckets := buf[:0]
 	for i, v := range o.vals.Val() {
 		ix := c - k + int64(i)
@@ -161,10 +162,10 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 			continue
 		}
 		if n, err := strconv.ParseInt(str, 10, 64); err == nil {
-			buckets = append(buckets, limiter.Bucket{Index: ix, Count: n})
+			buckets = append(buckets, algo.Bucket{Index: ix, Count: n})
 		}
 	}
-	buckets = append(buckets, limiter.Bucket{Index: c, Count: o.incr.Val() - cost})
+	buckets = append(buckets, algo.Bucket{Index: c, Count: o.incr.Val() - cost})
 	v := win.View(buckets, nowUS)
 	d := limiter.Decision{Limit: limit}
 	if win.Fits(v, limit, cost) {
@@ -215,7 +216,7 @@ func (s *Store) peekWindow(ctx context.Context, p *limiter.Policy, storeKey stri
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return u, err
 	}
-	win := limiter.WindowOf(p, time.Microsecond)
+	win := algo.WindowOf(p, time.Microsecond)
 	nowUS := now / 1000
 	var d limiter.Decision
 	win.Fill(&d, win.View(parseBuckets(all.Val(), nil, -1), nowUS), nowUS, limit)
@@ -225,14 +226,14 @@ func (s *Store) peekWindow(ctx context.Context, p *limiter.Policy, storeKey stri
 
 // parseBuckets reads the fields of a sliding_window hash into buf,
 // skipping field skip and anything that is not a bucket.
-func parseBuckets(all map[string]string, buf []limiter.Bucket, skip int64) []limiter.Bucket {
+func parseBuckets(all map[string]string, buf []algo.Bucket, skip int64) []algo.Bucket {
 	for f, v := range all {
 		ix, err1 := strconv.ParseInt(f, 10, 64)
 		n, err2 := strconv.ParseInt(v, 10, 64)
 		if err1 != nil || err2 != nil || ix == skip {
 			continue
 		}
-		buf = append(buf, limiter.Bucket{Index: ix, Count: n})
+		buf = append(buf, algo.Bucket{Index: ix, Count: n})
 	}
 	return buf
 }

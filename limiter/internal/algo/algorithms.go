@@ -1,6 +1,10 @@
-package limiter
+package algo
 
-import "time"
+import (
+	"time"
+
+	"github.com/sluice-gateway/sluice/limiter"
+)
 
 // The arithmetic of fixed_window, gcra and sliding_log, written once for
 // every store (sliding_window's is Window, in window.go). Each works on a
@@ -15,7 +19,7 @@ type Fixed struct {
 }
 
 // FixedOf returns the Fixed of p for times counted in tick units.
-func FixedOf(p *Policy, tick time.Duration) Fixed {
+func FixedOf(p *limiter.Policy, tick time.Duration) Fixed {
 	return Fixed{Size: max(1, int64(p.Window/tick)), Tick: tick}
 }
 
@@ -24,12 +28,12 @@ func (f Fixed) Start(now int64) int64 { return now - now%f.Size }
 
 // Decide decides a request of cost units at now, when count units are
 // already in now's window.
-func (f Fixed) Decide(count, now, limit, cost int64) Decision {
-	d := Decision{Limit: limit}
+func (f Fixed) Decide(count, now, limit, cost int64) limiter.Decision {
+	d := limiter.Decision{Limit: limit}
 	if count+cost <= limit {
 		count += cost
 		d.Allowed = true
-		d.Charge = Charge{Cost: cost, At: now * int64(f.Tick)}
+		d.Charge = limiter.Charge{Cost: cost, At: now * int64(f.Tick)}
 	} else {
 		d.RetryAfter = time.Duration(f.Start(now)+f.Size-now) * f.Tick
 		if cost > limit {
@@ -42,7 +46,7 @@ func (f Fixed) Decide(count, now, limit, cost int64) Decision {
 
 // Fill sets the count, remaining and reset time of d for count units in
 // now's window.
-func (f Fixed) Fill(d *Decision, count, now, limit int64) {
+func (f Fixed) Fill(d *limiter.Decision, count, now, limit int64) {
 	d.Count = count
 	d.Remaining = max(0, limit-count)
 	d.ResetAfter = 0
@@ -63,20 +67,20 @@ type Cell struct {
 
 // CellOf returns the Cell of p for key (whose limit is limit), for times
 // counted in tick units.
-func CellOf(p *Policy, key string, limit int64, tick time.Duration) Cell {
+func CellOf(p *limiter.Policy, key string, limit int64, tick time.Duration) Cell {
 	return Cell{Interval: max(1, int64(p.Window/tick)/limit), Burst: p.BurstFor(key), Window: int64(p.Window / tick), Tick: tick}
 }
 
 // Decide decides a request of cost units at now and returns the new TAT
 // (tat itself when rejected).
-func (g Cell) Decide(tat, now, cost int64) (int64, Decision) {
+func (g Cell) Decide(tat, now, cost int64) (int64, limiter.Decision) {
 	newTat := max(tat, now) + g.Interval*cost
 	allowAt := newTat - g.Interval*g.Burst
-	var d Decision
+	var d limiter.Decision
 	if now >= allowAt {
 		tat = newTat
 		d.Allowed = true
-		d.Charge = Charge{Cost: cost, At: now * int64(g.Tick)}
+		d.Charge = limiter.Charge{Cost: cost, At: now * int64(g.Tick)}
 	} else {
 		d.RetryAfter = time.Duration(allowAt-now) * g.Tick
 		if cost > g.Burst {
@@ -88,7 +92,7 @@ func (g Cell) Decide(tat, now, cost int64) (int64, Decision) {
 }
 
 // Fill sets the count, remaining and reset time of d for tat at now.
-func (g Cell) Fill(d *Decision, tat, now int64) {
+func (g Cell) Fill(d *limiter.Decision, tat, now int64) {
 	used := max(0, tat-now)
 	d.Count = (used + g.Interval - 1) / g.Interval
 	d.Remaining = max(0, g.Burst-d.Count)
@@ -106,7 +110,7 @@ type Log struct {
 }
 
 // LogOf returns the Log of p for times counted in tick units.
-func LogOf(p *Policy, tick time.Duration) Log {
+func LogOf(p *limiter.Policy, tick time.Duration) Log {
 	return Log{Size: int64(p.Window / tick), Tick: tick}
 }
 
@@ -133,7 +137,7 @@ func (l Log) RetryAfter(times, units []int64, total, now, limit, cost int64) tim
 
 // Fill sets the count, remaining and reset time of d for total units
 // logged, the newest at newest (ignored when total is 0).
-func (l Log) Fill(d *Decision, total, newest, now, limit int64) {
+func (l Log) Fill(d *limiter.Decision, total, newest, now, limit int64) {
 	d.Count = total
 	d.Remaining = max(0, limit-total)
 	d.ResetAfter = 0

@@ -1,8 +1,14 @@
-package limiter
+// Package algo is the arithmetic of every algorithm, written once for all
+// the stores: pure functions over a key's state with now passed in. The
+// stores load and save the state. It is internal: users do not need it, and
+// keeping it out of package limiter leaves the stores free to change.
+package algo
 
 import (
 	"math"
 	"time"
+
+	"github.com/sluice-gateway/sluice/limiter"
 )
 
 // Bucket is one sub-window of a sliding_window key: its index (start time
@@ -21,7 +27,7 @@ type Window struct {
 }
 
 // WindowOf returns the Window of p for times counted in tick units.
-func WindowOf(p *Policy, tick time.Duration) Window {
+func WindowOf(p *limiter.Policy, tick time.Duration) Window {
 	return Window{Size: int64((p.BucketSize() + tick - 1) / tick), Buckets: p.Buckets, Tick: tick}
 }
 
@@ -72,7 +78,7 @@ func (w Window) Fits(v WindowView, limit, cost int64) bool {
 }
 
 // Fill sets the count, remaining and reset time of d from v.
-func (w Window) Fill(d *Decision, v WindowView, now, limit int64) {
+func (w Window) Fill(d *limiter.Decision, v WindowView, now, limit int64) {
 	est := v.Estimate()
 	d.Count = int64(math.Ceil(est - 1e-9))
 	left := int64(math.MaxInt64) // float64 of a limit near MaxInt64 is 2^63, which int64 cannot hold
