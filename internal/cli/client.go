@@ -23,6 +23,8 @@ const clientUsage = `admin client (sluice keys | counters):
   sluice keys top POLICY [-n N]         the busiest keys of a policy
   sluice keys get POLICY KEY            one key's usage
   sluice keys reset POLICY KEY          reset a key
+                                        (KEY as keys top prints it; a key
+                                        that is not printable is "quoted")
   sluice counters list
   sluice counters get NAME
   sluice counters incr|decr NAME [BY]
@@ -71,9 +73,9 @@ func (p *Program) client(cmd string, args []string) int {
 	case cmd == "keys" && len(a) == 2 && a[0] == "top":
 		method, path = "GET", "/v1/policies/"+esc(a[1])+"/keys?limit="+strconv.Itoa(*n)
 	case cmd == "keys" && len(a) == 3 && a[0] == "get":
-		method, path = "GET", "/v1/policies/"+esc(a[1])+"/keys/"+esc(a[2])
+		method, path = "GET", "/v1/policies/"+esc(a[1])+"/keys/"+esc(keyArg(a[2]))
 	case cmd == "keys" && len(a) == 3 && a[0] == "reset":
-		method, path = "DELETE", "/v1/policies/"+esc(a[1])+"/keys/"+esc(a[2])
+		method, path = "DELETE", "/v1/policies/"+esc(a[1])+"/keys/"+esc(keyArg(a[2]))
 	case cmd == "counters" && len(a) == 1 && a[0] == "list":
 		method, path = "GET", "/v1/counters"
 	case cmd == "counters" && len(a) == 2 && a[0] == "get":
@@ -213,6 +215,7 @@ func printKeys(w io.Writer, body []byte) int {
 		Policy string `json:"policy"`
 		Keys   []struct {
 			Key          string `json:"key"`
+			KeyPath      string `json:"key_path"`
 			Count        int64  `json:"count"`
 			Limit        int64  `json:"limit"`
 			Remaining    int64  `json:"remaining"`
@@ -227,8 +230,33 @@ func printKeys(w io.Writer, body []byte) int {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tCOUNT\tLIMIT\tREMAINING\tREJECTED\tRESET")
 	for _, u := range v.Keys {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", u.Key, u.Count, u.Limit, u.Remaining, u.Rejected, (time.Duration(u.ResetAfterMS) * time.Millisecond).String())
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", printableKey(u.Key, u.KeyPath), u.Count, u.Limit, u.Remaining, u.Rejected, (time.Duration(u.ResetAfterMS) * time.Millisecond).String())
 	}
 	tw.Flush()
 	return 0
+}
+
+// printableKey is a listed key as keys top prints it: as it is when that
+// is printable UTF-8, else Go-quoted from its exact bytes (key_path), so no
+// raw byte reaches the terminal and the printed form names the key (keys
+// get and keys reset take it back, see keyArg).
+func printableKey(key, keyPath string) string {
+	if raw, err := url.PathUnescape(keyPath); err == nil && keyPath != "" {
+		key = raw
+	}
+	if q := strconv.Quote(key); q[1:len(q)-1] != key || strings.HasPrefix(key, `"`) {
+		return q
+	}
+	return key
+}
+
+// keyArg is the key a KEY argument names: a Go-quoted key (as keys top
+// prints keys that are not printable) is unquoted.
+func keyArg(a string) string {
+	if strings.HasPrefix(a, `"`) {
+		if k, err := strconv.Unquote(a); err == nil {
+			return k
+		}
+	}
+	return a
 }

@@ -270,3 +270,45 @@ func TestHealthcheck(t *testing.T) {
 		t.Fatalf("healthcheck of nothing: exit %d %q, want 1 and a reason", code, errOut)
 	}
 }
+
+// TestKeysTopQuotesKeysItCannotPrint: a key that is not printable UTF-8
+// (bytes a header may carry) is printed Go-quoted, losslessly and without
+// raw bytes on the terminal, and that quoted form works in keys get and
+// keys reset. It was printed as U+FFFD, which named no key.
+func TestKeysTopQuotesKeysItCannotPrint(t *testing.T) {
+	t.Parallel()
+	s := mustServe(t, testConfig, []string{}, "")
+	mustRun := func(want int, args ...string) string {
+		t.Helper()
+		full := append([]string{args[0], "-admin", s.admin, "-token", "secret"}, args[1:]...)
+		code, out, errOut := run(t, []string{}, full...)
+		if code != want {
+			t.Fatalf("sluice %v: exit %d, want %d; %s%s", args, code, want, out, errOut)
+		}
+		return out + errOut
+	}
+	for _, k := range []string{"\xff\xfe", "\xff\xfe", "\xfe\xff"} {
+		req, _ := http.NewRequest("GET", "http://"+s.proxy+"/keyed", nil)
+		req.Header["X-Api-Key"] = []string{k}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	out := mustRun(0, "keys", "top", "by-key")
+	quoted := `"header:x-api-key:\xff\xfe"`
+	if !strings.Contains(out, quoted) || !strings.Contains(out, `"header:x-api-key:\xfe\xff"`) || strings.Contains(out, "\ufffd") {
+		t.Fatalf("keys top:\n%s\nwant both keys quoted", out)
+	}
+	if out := mustRun(0, "keys", "get", "by-key", quoted); !strings.Contains(out, `"count":2`) {
+		t.Fatalf("keys get %s: %s", quoted, out)
+	}
+	mustRun(0, "keys", "reset", "by-key", quoted)
+	if out := mustRun(0, "keys", "get", "by-key", quoted); !strings.Contains(out, `"count":0`) {
+		t.Fatalf("after reset: %s", out)
+	}
+	if out := mustRun(0, "keys", "get", "by-key", `"header:x-api-key:\xfe\xff"`); !strings.Contains(out, `"count":1`) {
+		t.Fatalf("the other key: %s", out)
+	}
+}
