@@ -641,8 +641,10 @@ func (c *Config) Validate() error {
 	}
 	c.Server.validate(bad)
 	c.JWT.validate(bad)
-	if _, err := middleware.NewIPResolver(c.TrustedProxies, 64); err != nil {
-		errs = append(errs, err)
+	for i, tp := range c.TrustedProxies { // each bad entry, not only the first
+		if _, err := middleware.NewIPResolver([]string{tp}, 64); err != nil {
+			bad("trusted_proxies["+strconv.Itoa(i)+"]", "%q is neither a CIDR nor an address", tp)
+		}
 	}
 	switch c.Store.Backend {
 	case "memory", "redis":

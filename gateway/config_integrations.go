@@ -56,8 +56,10 @@ func (c *Config) validateIntegrations(bad func(path, format string, args ...any)
 	}
 	checkListen("decision.listen", c.Decision.Listen)
 	checkListen("rls.listen", c.RLS.Listen)
-	if _, err := middleware.NewIPResolver(c.Decision.TrustedProxies, 64); err != nil {
-		bad("decision", "%v", err)
+	for i, tp := range c.Decision.TrustedProxies {
+		if _, err := middleware.NewIPResolver([]string{tp}, 64); err != nil {
+			bad("decision.trusted_proxies["+strconv.Itoa(i)+"]", "%q is neither a CIDR nor an address", tp)
+		}
 	}
 	domains := map[string]bool{}
 	for i, d := range c.RLS.Domains {

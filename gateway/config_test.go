@@ -56,6 +56,10 @@ routes:
 			"routes[0].name", "routes[0].match.path_prefix: must start with /", "routes[0]: needs an upstream or a respond", "routes[0].policies[0]: unknown policy",
 			"routes[1].match.methods[0]", "routes[1].upstream.url", "routes[2].name: duplicate", "routes[2]: has both",
 		}},
+		{"every bad trusted proxy", `
+trusted_proxies: ["bogus1", "10.0.0.0/8", "10.0.0.0/33"]
+decision: { trusted_proxies: ["x", "y"] }
+`, []string{"trusted_proxies[0]", "trusted_proxies[2]", "decision.trusted_proxies[0]", "decision.trusted_proxies[1]"}},
 		{"policy listed twice", `
 policies:
   p: { limit: 1, window: 1s }
