@@ -372,7 +372,7 @@ rls:
 	}
 	for _, want := range []string{
 		`decision.listen: must be host:port, got "nope"`,
-		`decision: trusted_proxies[0]: "10.0.0.0/33" is neither a CIDR nor an address`,
+		`decision.trusted_proxies[0]: "10.0.0.0/33" is neither a CIDR nor an address`,
 		`rls.listen: bad port "99999"`,
 		`rls.domains[0].descriptors[1]: duplicate descriptor key "remote_address" value ""`,
 		`rls.domains[0].descriptors[2].key: must not be empty`,
