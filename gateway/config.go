@@ -143,6 +143,12 @@ type PolicyConfig struct {
 	// charge is refunded when the response's status does not match. Empty:
 	// every admitted request counts.
 	CountStatus []string `koanf:"count_status"`
+	// Calendar makes the policy a calendar quota: day, week (from Monday)
+	// or month, in Timezone, counted in one fixed window per period that
+	// resets when the period ends. Empty: windows of Window.
+	Calendar string `koanf:"calendar"`
+	// Timezone is Calendar's IANA time zone (Europe/Berlin); empty: UTC.
+	Timezone string `koanf:"timezone"`
 }
 
 // OverrideConfig gives one key its own limit.
@@ -579,6 +585,9 @@ func (c *Config) applyDefaults() {
 		if p.OnMissingKey == "" {
 			p.OnMissingKey = "ip"
 		}
+		if p.Algorithm == "" && p.Calendar != "" {
+			p.Algorithm = string(limiter.FixedWindow) // a calendar quota's only one
+		}
 		if p.Algorithm == "" {
 			p.Algorithm = string(limiter.SlidingWindow)
 		}
@@ -915,6 +924,14 @@ func (pc PolicyConfig) policy(name string) (*limiter.Policy, error) {
 		Buckets:   pc.Buckets,
 		Burst:     pc.Burst,
 		Shadow:    pc.Shadow,
+		Calendar:  limiter.Calendar(pc.Calendar),
+	}
+	if pc.Timezone != "" {
+		loc, err := time.LoadLocation(pc.Timezone)
+		if err != nil {
+			return p, &limiter.FieldError{Field: "timezone", Msg: fmt.Sprintf("unknown time zone %q (an IANA name such as Europe/Berlin)", pc.Timezone)}
+		}
+		p.Location = loc
 	}
 	if len(pc.Overrides) > 0 {
 		p.Overrides = make(map[string]int64, len(pc.Overrides))

@@ -112,6 +112,13 @@ type Policy struct {
 	Shadow    bool          // compute and record, never reject
 	// Overrides gives some keys a limit of their own (tiers).
 	Overrides map[string]int64
+	// Calendar, when set, makes the policy a calendar quota: a fixed
+	// window per day, week or month of Location (see Period). Validate
+	// then makes Algorithm fixed_window and Window the period's nominal
+	// length (a month: 31 days).
+	Calendar Calendar
+	// Location is Calendar's time zone; nil means UTC.
+	Location *time.Location
 	// Live, when not nil, holds limits set at run time (see Overrider);
 	// a key's live limit wins over its entry in Overrides.
 	Live *LiveLimits
@@ -139,6 +146,27 @@ func (p *Policy) Validate() error {
 	}
 	if !ValidName(p.Name) {
 		bad("name", "must match [A-Za-z0-9_-]+, got %q", p.Name)
+	}
+	switch p.Calendar {
+	case "":
+		if p.Location != nil {
+			bad("timezone", "applies to calendar quotas only (set calendar: day, week or month)")
+		}
+	case CalendarDay, CalendarWeek, CalendarMonth:
+		if p.Algorithm == "" {
+			p.Algorithm = FixedWindow
+		}
+		if p.Algorithm != FixedWindow {
+			bad("algorithm", "a calendar quota counts in fixed windows: fixed_window or nothing, got %q", p.Algorithm)
+		}
+		if w := calendarWindow(p.Calendar); p.Window == 0 || (p.Window == w && p.Calendar != CalendarMonth) {
+			p.Window = w
+		} else {
+			bad("window", "a calendar %s is %s: leave window out (or set %s), got %s", p.Calendar, map[Calendar]string{CalendarDay: "a day", CalendarWeek: "a week", CalendarMonth: "a calendar month"}[p.Calendar],
+				map[Calendar]string{CalendarDay: "1d", CalendarWeek: "7d", CalendarMonth: "nothing"}[p.Calendar], p.Window)
+		}
+	default:
+		bad("calendar", "must be day, week or month, got %q", p.Calendar)
 	}
 	if p.Algorithm == "" {
 		p.Algorithm = SlidingWindow

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // calendar quotas' time zones, also in a scratch image
 
 	"github.com/sluice-gateway/sluice/internal/cli"
 )

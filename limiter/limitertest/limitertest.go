@@ -145,6 +145,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) *Harness) {
 		})
 	}
 	t.Run("WindowBoundaries", func(t *testing.T) { testWindowBoundaries(t, newHarness(t)) })
+	t.Run("Calendar", func(t *testing.T) { testCalendar(t, newHarness(t)) })
 	t.Run("RuntimeOverrides", func(t *testing.T) { testRuntimeOverrides(t, newHarness(t)) })
 	t.Run("Keys", func(t *testing.T) { testKeys(t, newHarness(t)) })
 	t.Run("KeysFleet", func(t *testing.T) { testKeysFleet(t, newHarness(t)) })

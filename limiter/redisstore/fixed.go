@@ -51,8 +51,8 @@ func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey stri
 	nowUS := now / 1000
 	start := fw.Start(nowUS)
 	name := s.keyName(p, storeKey)
-	o := &fixedOp{key: name, field: strconv.FormatInt(start, 10), prev: strconv.FormatInt(start-fw.Size, 10), cost: cost,
-		ttl: time.Duration(start+fw.Size-nowUS)*time.Microsecond + windowMargin}
+	o := &fixedOp{key: name, field: strconv.FormatInt(start, 10), prev: strconv.FormatInt(fw.Start(start-1), 10), cost: cost,
+		ttl: time.Duration(fw.End(nowUS)-nowUS)*time.Microsecond + windowMargin}
 	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis fixed_window: %w", err)
 	}
