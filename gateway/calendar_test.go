@@ -1,10 +1,13 @@
 package gateway_test
 
 import (
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-gateway/sluice/gateway"
+	"github.com/sluice-gateway/sluice/limiter"
 )
 
 // TestCalendarConfig: calendar and timezone are checked with their field
@@ -30,6 +33,54 @@ func TestCalendarConfig(t *testing.T) {
 			t.Errorf("%s: got %v, want %q", tc.policy, err, tc.want)
 		case tc.want == "" && cfg.Policies["q"].Calendar == "":
 			t.Errorf("%s: calendar lost", tc.policy)
+		}
+	}
+}
+
+// TestCalendarHeaders: a monthly quota's headers count down to the end of
+// the month in its time zone, not to a multiple of 31 days since 1970.
+func TestCalendarHeaders(t *testing.T) {
+	t.Parallel()
+	h := startGateway(t, `
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0", token: x }
+log: { access: false }
+policies:
+  monthly: { limit: 2, calendar: month, timezone: Asia/Tokyo }
+routes:
+  - name: r
+    match: { path_prefix: / }
+    respond: { status: 200, body: "ok" }
+    policies: [monthly]
+`)
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{200, 200, 429} {
+		before := time.Now()
+		resp, body := h.get("/")
+		after := time.Now()
+		if resp.StatusCode != want {
+			t.Fatalf("request %d: %d %s, want %d", i, resp.StatusCode, body, want)
+		}
+		_, end := limiter.Period(limiter.CalendarMonth, tokyo, before)
+		if _, end2 := limiter.Period(limiter.CalendarMonth, tokyo, after); !end2.Equal(end) {
+			t.Skip("the month ended during the request")
+		}
+		lo, hi := int64(end.Sub(after)/time.Second), int64((end.Sub(before)+time.Second-1)/time.Second)
+		names := []string{"X-RateLimit-Reset"}
+		if want == 429 {
+			names = append(names, "Retry-After")
+		}
+		for _, name := range names {
+			got, err := strconv.ParseInt(resp.Header.Get(name), 10, 64)
+			if err != nil || got < lo || got > hi {
+				t.Fatalf("request %d: %s %q, want between %d and %d (the end of the month in Tokyo)", i, name, resp.Header.Get(name), lo, hi)
+			}
+		}
+		if p := resp.Header.Get("RateLimit-Policy"); p != `"monthly";q=2;w=2678400` {
+			t.Fatalf("RateLimit-Policy %q", p)
 		}
 	}
 }

@@ -100,6 +100,7 @@ func TestCalendarValidate(t *testing.T) {
 		{limiter.Policy{Name: "a", Limit: 1, Calendar: "day", Window: 24 * time.Hour}, ""},
 		{limiter.Policy{Name: "a", Limit: 1, Calendar: "week", Window: 7 * 24 * time.Hour, Algorithm: limiter.FixedWindow}, ""},
 		{limiter.Policy{Name: "a", Limit: 1, Calendar: "month"}, ""},
+		{limiter.Policy{Name: "a", Limit: 1, Calendar: "month", Window: 31 * 24 * time.Hour}, ""}, // validated twice
 		{limiter.Policy{Name: "a", Limit: 1, Calendar: "month", Window: 30 * 24 * time.Hour}, "window: a calendar month is a calendar month"},
 		{limiter.Policy{Name: "a", Limit: 1, Calendar: "day", Window: time.Hour}, "window: a calendar day is a day"},
 		{limiter.Policy{Name: "a", Limit: 1, Calendar: "day", Algorithm: limiter.SlidingWindow}, "algorithm: a calendar quota counts in fixed windows"},

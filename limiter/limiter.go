@@ -159,11 +159,12 @@ func (p *Policy) Validate() error {
 		if p.Algorithm != FixedWindow {
 			bad("algorithm", "a calendar quota counts in fixed windows: fixed_window or nothing, got %q", p.Algorithm)
 		}
-		if w := calendarWindow(p.Calendar); p.Window == 0 || (p.Window == w && p.Calendar != CalendarMonth) {
+		// Window == w again: Validate may run more than once on a policy.
+		if w := calendarWindow(p.Calendar); p.Window == 0 || p.Window == w {
 			p.Window = w
 		} else {
 			bad("window", "a calendar %s is %s: leave window out (or set %s), got %s", p.Calendar, map[Calendar]string{CalendarDay: "a day", CalendarWeek: "a week", CalendarMonth: "a calendar month"}[p.Calendar],
-				map[Calendar]string{CalendarDay: "1d", CalendarWeek: "7d", CalendarMonth: "nothing"}[p.Calendar], p.Window)
+				map[Calendar]string{CalendarDay: "1d", CalendarWeek: "7d", CalendarMonth: "31d"}[p.Calendar], p.Window)
 		}
 	default:
 		bad("calendar", "must be day, week or month, got %q", p.Calendar)
