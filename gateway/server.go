@@ -98,7 +98,12 @@ func (b *clientBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *clientBody) Close() error { return b.body.Close() }
+// Close does nothing: the server closes the request body itself once the
+// handler returns. Passing Close through would let httputil.ReverseProxy
+// before Go 1.26 (which closes the outbound request's body, the same
+// reader) consume the body of an `Expect: 100-continue` request that the
+// upstream refused, making the client send it after all.
+func (b *clientBody) Close() error { return nil }
 
 // clientFault returns the status and message for a request whose body the
 // client failed to send (malformed or cut short: 400; too slow: 408), or 0
