@@ -33,6 +33,7 @@ type Config struct {
 	TrustedProxies  []string                `koanf:"trusted_proxies"`  // CIDRs whose forwarding headers are believed
 	IPv6Prefix      int                     `koanf:"ipv6_prefix"`      // IPv6 clients are keyed by this prefix; default 64
 	ShutdownTimeout time.Duration           `koanf:"shutdown_timeout"` // bound on draining in-flight requests; default 10s
+	ShutdownDelay   time.Duration           `koanf:"shutdown_delay"`   // after SIGTERM, keep serving this long with /readyz 503 before closing the listeners; 0: none
 	Admin           AdminConfig             `koanf:"admin"`
 	Store           StoreConfig             `koanf:"store"`
 	Log             LogConfig               `koanf:"log"`
@@ -647,6 +648,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "must be >= 0")
+	}
+	if c.ShutdownDelay < 0 {
+		bad("shutdown_delay", "must be >= 0")
 	}
 	c.Server.validate(bad)
 	c.JWT.validate(bad)

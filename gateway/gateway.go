@@ -551,8 +551,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// Run starts the gateway and serves until ctx ends, then drains in-flight
-// requests within shutdown_timeout.
+// Run starts the gateway and serves until ctx ends, then drains: /readyz
+// answers 503 at once, new requests are still served for shutdown_delay, then
+// the listeners close and in-flight requests get shutdown_timeout.
 func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.Start(); err != nil {
 		g.state.Load().store.Close()
@@ -567,6 +568,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 	}
 	g.draining.Store(true)
+	if delay := g.state.Load().cfg.ShutdownDelay; delay > 0 {
+		// Load balancers see /readyz fail and stop sending; until they
+		// do, new requests are still served rather than refused.
+		g.log.Load().Info("draining: still serving while load balancers notice", "shutdown_delay", delay.String())
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-g.serveErr:
+			t.Stop()
+		}
+	}
 	timeout := g.state.Load().cfg.ShutdownTimeout
 	g.log.Load().Info("shutting down", "drain_timeout", timeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -379,3 +379,55 @@ func TestVersionStamped(t *testing.T) {
 		t.Fatalf("sluice version: %v %q, want %q", err, out, want)
 	}
 }
+
+// TestShutdownDelayKeepsServing: with shutdown_delay, a SIGTERM turns
+// /readyz to 503 at once while new requests are still served, so clients
+// are not refused before a load balancer has stopped sending; then the
+// gateway exits 0.
+func TestShutdownDelayKeepsServing(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	path := writeConfig(t, "shutdown_delay: 1500ms\n"+strings.Replace(reloadConfig(up.URL, 1000, ""), "log: { access: false }", "log: { format: json }", 1))
+	p := startBinary(t, path)
+	h := p.harness(t)
+	if resp, body := h.get("/hello"); resp.StatusCode != 200 {
+		t.Fatalf("before SIGTERM: %d %s", resp.StatusCode, body)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Wait (bounded) for the drain to start, as /readyz shows it.
+	deadline := time.Now().Add(time.Second)
+	for {
+		resp, body := h.do("GET", h.admin+"/readyz", "")
+		if resp.StatusCode == 503 && strings.Contains(body, `"draining"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz %d %s a second after SIGTERM, want 503 draining", resp.StatusCode, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Well inside the delay, but past the moment a gateway without one has
+	// closed its listeners, a new connection is still served.
+	time.Sleep(600 * time.Millisecond)
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := fresh.Get(h.proxy + "/hello")
+	if err != nil {
+		t.Fatalf("a new request during shutdown_delay: %v, want it served", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "hello\n" {
+		t.Fatalf("a new request during shutdown_delay: %d %q, want 200 hello", resp.StatusCode, b)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v, want status 0", err)
+		}
+		p.done <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("sluice did not exit within 10s of SIGTERM")
+	}
+}
