@@ -63,19 +63,8 @@ func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey stri
 	if d.Allowed {
 		return d, nil
 	}
-	// The take-back goes even when the caller has gone.
-	var back *redis.IntCmd
-	tb := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
-		back = pipe.HIncrBy(ctx, name, o.field, -cost)
-		pipe.Incr(ctx, name+":rej")
-		pipe.PExpire(ctx, name+":rej", p.Window)
-	}}
-	err := s.batch.do(context.WithoutCancel(ctx), tb)
-	if err == nil {
-		err = back.Err()
-	}
-	if err != nil {
-		return d, fmt.Errorf("redis fixed_window: taking back a rejected request: %w", err)
+	if err := s.takeBack(ctx, p, name, o.field, cost); err != nil {
+		return d, fmt.Errorf("redis fixed_window: %w", err)
 	}
 	return d, nil
 }

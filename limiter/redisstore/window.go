@@ -178,11 +178,20 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	}
 	d.RetryAfter = win.RetryAfter(buckets, nowUS, limit, cost)
 	win.Fill(&d, v, nowUS, limit)
-	// The take-back goes even when the caller has gone: the units must not
-	// stay charged.
+	if err := s.takeBack(ctx, p, name, o.field, cost); err != nil {
+		return d, fmt.Errorf("redis sliding_window: %w", err)
+	}
+	return d, nil
+}
+
+// takeBack undoes the charge of a rejected request on a counter kept in a
+// hash field (sliding_window's bucket, fixed_window's window) and counts the
+// rejection: the second round trip of a rejected request. It goes even when
+// the caller has gone, since the units must not stay charged.
+func (s *Store) takeBack(ctx context.Context, p *limiter.Policy, name, field string, cost int64) error {
 	var back *redis.IntCmd
 	tb := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
-		back = pipe.HIncrBy(ctx, name, o.field, -cost)
+		back = pipe.HIncrBy(ctx, name, field, -cost)
 		pipe.Incr(ctx, name+":rej")
 		pipe.PExpire(ctx, name+":rej", p.Window)
 	}}
@@ -191,9 +200,9 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 		err = back.Err()
 	}
 	if err != nil {
-		return d, fmt.Errorf("redis sliding_window: taking back a rejected request: %w", err)
+		return fmt.Errorf("taking back a rejected request: %w", err)
 	}
-	return d, nil
+	return nil
 }
 
 // peekWindow reads a sliding_window key without counting.
