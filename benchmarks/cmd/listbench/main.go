@@ -42,6 +42,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sluice-gateway/sluice/benchmarks/internal/procs"
 	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/limiter/memstore"
 )
@@ -66,26 +67,6 @@ func main() {
 	if !ok {
 		os.Exit(1)
 	}
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitUp(addr string) {
-	for range 400 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	log.Fatalf("nothing listens on %s", addr)
 }
 
 // redisCommands returns the server's total_commands_processed.
@@ -124,14 +105,14 @@ func redisPart(light, heavy int) bool {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(tmp)
-	raddr := freeAddr()
+	raddr := procs.FreeAddr()
 	_, rport, _ := net.SplitHostPort(raddr)
 	redis := exec.Command("redis-server", "--port", rport, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp)
 	if err := redis.Start(); err != nil {
 		log.Fatal(err)
 	}
 	defer func() { _ = redis.Process.Kill(); _ = redis.Wait() }()
-	waitUp(raddr)
+	procs.WaitUp(raddr)
 
 	bin := filepath.Join(tmp, "sluice")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
@@ -142,7 +123,7 @@ func redisPart(light, heavy int) bool {
 	type gw struct{ proxy, admin string }
 	var gws []gw
 	for i := range 3 {
-		g := gw{freeAddr(), freeAddr()}
+		g := gw{procs.FreeAddr(), procs.FreeAddr()}
 		cfg := fmt.Sprintf(`listen: %q
 admin: { listen: %q, token: bench }
 log: { level: warn, access: false }
@@ -162,8 +143,8 @@ routes:
 			log.Fatal(err)
 		}
 		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-		waitUp(g.proxy)
-		waitUp(g.admin)
+		procs.WaitUp(g.proxy)
+		procs.WaitUp(g.admin)
 		gws = append(gws, g)
 	}
 

@@ -36,6 +36,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluice-gateway/sluice/benchmarks/internal/procs"
 )
 
 type target struct {
@@ -213,34 +215,14 @@ func startUpstream() string {
 	return ln.Addr().String()
 }
 
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitUp(addr string) {
-	for range 200 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	log.Fatalf("nothing listens on %s", addr)
-}
-
 func startSluice(dir, bin, name, extra, upstream string) (string, func(), int) {
-	addr := freeAddr()
+	addr := procs.FreeAddr()
 	routePolicies := ""
 	if strings.Contains(extra, "policies:") {
 		routePolicies = ", policies: [p]"
 	}
 	cfg := fmt.Sprintf("listen: %q\nadmin: { listen: %q, token: bench }\nlog: { level: warn, access: false }\n%sroutes:\n  - { name: up, match: { path_prefix: / }, upstream: { url: \"http://%s\" }%s }\n",
-		addr, freeAddr(), extra, upstream, routePolicies)
+		addr, procs.FreeAddr(), extra, upstream, routePolicies)
 	path := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		log.Fatal(err)
@@ -250,7 +232,7 @@ func startSluice(dir, bin, name, extra, upstream string) (string, func(), int) {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
-	waitUp(addr)
+	procs.WaitUp(addr)
 	return "http://" + addr + "/", func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, cmd.Process.Pid
 }
 
@@ -327,7 +309,7 @@ func redisCPU(addr string) time.Duration {
 }
 
 func startNginx(dir, upstream string) (string, func()) {
-	addr := freeAddr()
+	addr := procs.FreeAddr()
 	ndir := filepath.Join(dir, "nginx")
 	_ = os.MkdirAll(filepath.Join(ndir, "logs"), 0o755)
 	conf := fmt.Sprintf(`worker_processes %d;
@@ -352,7 +334,7 @@ http {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
-	waitUp(addr)
+	procs.WaitUp(addr)
 	return "http://" + addr + "/", func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 }
 
@@ -382,28 +364,15 @@ func wrk(url string, c int, d time.Duration) sample {
 		case len(f) == 2 && f[0] == "Requests/sec:":
 			s.RPS, _ = strconv.ParseFloat(f[1], 64)
 		case len(f) == 2 && f[0] == "50%":
-			s.P50 = wrkMS(f[1])
+			s.P50 = procs.WrkMS(f[1])
 		case len(f) == 2 && f[0] == "99%":
-			s.P99 = wrkMS(f[1])
+			s.P99 = procs.WrkMS(f[1])
 		}
 	}
 	if strings.Contains(string(out), "Non-2xx") {
 		log.Printf("warning: non-2xx answers from %s:\n%s", url, out)
 	}
 	return s
-}
-
-func wrkMS(v string) float64 {
-	for _, u := range []struct {
-		suffix string
-		ms     float64
-	}{{"us", 0.001}, {"ms", 1}, {"s", 1000}} {
-		if n, ok := strings.CutSuffix(v, u.suffix); ok {
-			f, _ := strconv.ParseFloat(n, 64)
-			return f * u.ms
-		}
-	}
-	return 0
 }
 
 // wrkScript, when set, is a wrk script that spreads requests over -keys

@@ -34,6 +34,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluice-gateway/sluice/benchmarks/internal/procs"
 )
 
 var (
@@ -238,30 +240,10 @@ func startUpstream() string {
 	return ln.Addr().String()
 }
 
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func waitUp(addr string) {
-	for range 200 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	log.Fatalf("nothing listens on %s", addr)
-}
-
 func startSluice(dir, bin, transport, upstream string) *proxy {
-	addr := freeAddr()
+	addr := procs.FreeAddr()
 	cfg := fmt.Sprintf("listen: %q\nupstream_transport: %s\nadmin: { listen: %q, token: bench }\nlog: { level: warn, access: false }\n"+
-		"routes:\n  - { name: up, match: { path_prefix: / }, upstream: { url: \"http://%s\" } }\n", addr, transport, freeAddr(), upstream)
+		"routes:\n  - { name: up, match: { path_prefix: / }, upstream: { url: \"http://%s\" } }\n", addr, transport, procs.FreeAddr(), upstream)
 	path := filepath.Join(dir, transport+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		log.Fatal(err)
@@ -271,14 +253,14 @@ func startSluice(dir, bin, transport, upstream string) *proxy {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
-	waitUp(addr)
+	procs.WaitUp(addr)
 	pid := cmd.Process.Pid
 	return &proxy{name: "sluice-" + transport, url: "http://" + addr + "/", pids: func() []int { return []int{pid} },
 		stop: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}
 }
 
 func startNginx(dir, upstream string) *proxy {
-	addr := freeAddr()
+	addr := procs.FreeAddr()
 	ndir := filepath.Join(dir, "nginx")
 	_ = os.MkdirAll(filepath.Join(ndir, "logs"), 0o755)
 	conf := fmt.Sprintf(`worker_processes %d;
@@ -303,7 +285,7 @@ http {
 	if err := cmd.Start(); err != nil {
 		log.Fatal(err)
 	}
-	waitUp(addr)
+	procs.WaitUp(addr)
 	pid := cmd.Process.Pid
 	// The master and its workers, looked up at each measurement: the
 	// workers may start after the master listens.
@@ -331,9 +313,9 @@ func wrk(url, postScript string, sc scenario, d time.Duration) (result, float64)
 		case len(f) == 2 && f[0] == "Requests/sec:":
 			res.rps, _ = strconv.ParseFloat(f[1], 64)
 		case len(f) == 2 && f[0] == "50%":
-			res.p50 = wrkMS(f[1])
+			res.p50 = procs.WrkMS(f[1])
 		case len(f) == 2 && f[0] == "99%":
-			res.p99 = wrkMS(f[1])
+			res.p99 = procs.WrkMS(f[1])
 		case len(f) > 2 && f[1] == "requests" && f[2] == "in":
 			n, _ = strconv.ParseFloat(f[0], 64)
 		}
@@ -342,19 +324,6 @@ func wrk(url, postScript string, sc scenario, d time.Duration) (result, float64)
 		log.Printf("warning: errors from %s:\n%s", url, out)
 	}
 	return res, n
-}
-
-func wrkMS(v string) float64 {
-	for _, u := range []struct {
-		suffix string
-		ms     float64
-	}{{"us", 0.001}, {"ms", 1}, {"s", 1000}} {
-		if n, ok := strings.CutSuffix(v, u.suffix); ok {
-			f, _ := strconv.ParseFloat(n, 64)
-			return f * u.ms
-		}
-	}
-	return 0
 }
 
 // goLoad is a closed-loop generator for machines without wrk. It shares
