@@ -132,9 +132,9 @@ func (s *Store) Flush(ctx context.Context) error {
 			pipe.HIncrBy(ctx, j.name, strconv.FormatInt(ix, 10), n)
 		}
 		if len(j.local) > 0 {
-			ttl, stale, _ := windowTrim(j.p, now.UnixMicro()/j.p.BucketSize().Microseconds())
+			stale := windowTrim(j.p, now.UnixMicro()/j.p.BucketSize().Microseconds())
 			pipe.Do(ctx, append([]any{"hdel", j.name}, stale...)...)
-			pipe.PExpire(ctx, j.name, ttl)
+			pipe.PExpire(ctx, j.name, windowTTL(j.p))
 		}
 		if j.rej > 0 {
 			pipe.IncrBy(ctx, j.name+":rej", j.rej)

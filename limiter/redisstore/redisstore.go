@@ -167,6 +167,7 @@ type Store struct {
 	ids       atomic.Uint64
 	top       *topKeys
 	stop      chan struct{}
+	trims     sync.WaitGroup // sliding_window trims on their way (window.go)
 	done      chan struct{}
 	closing   sync.Once
 	owns      bool
@@ -298,11 +299,13 @@ func (s *Store) calibrateLoop(calibrated bool) {
 	}
 }
 
-// Close stops the calibration loop and closes a client that New built.
+// Close stops the calibration loop, waits for the trims on their way and
+// closes a client that New built.
 func (s *Store) Close() error {
 	s.closing.Do(func() { close(s.stop); s.top.close() })
 	<-s.done
 	<-s.batchDone
+	s.trims.Wait()
 	if s.owns {
 		return s.client.Close()
 	}

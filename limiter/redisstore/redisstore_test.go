@@ -256,7 +256,9 @@ func TestDownStoreErrorsWithinTimeout(t *testing.T) {
 func TestIdempotencyRecordTTL(t *testing.T) {
 	t.Parallel()
 	m := miniredis.RunT(t)
-	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}})
+	// A long timeout: this test is about TTLs, and a loaded machine running
+	// -race can take longer than the default to answer.
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

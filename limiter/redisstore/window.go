@@ -15,11 +15,11 @@ import (
 	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
-// sliding_window runs on plain pipelined commands, not a script: HINCRBY
-// on the current bucket, HDEL of the buckets that left the window (see
-// windowTrim), HGETALL of the key's buckets and PEXPIRE, and a
-// second round trip (HINCRBY back, INCR of the rejected count) only when
-// the request is rejected. A script costs Redis several times as much CPU.
+// sliding_window runs on three plain pipelined commands, not a script:
+// HINCRBY on the current bucket, HGETALL of the key's buckets and PEXPIRE,
+// and a second round trip (HINCRBY back, INCR of the rejected count) only
+// when the request is rejected. A script costs Redis several times as much
+// CPU.
 //
 // It never admits more than the script would. Order requests by their
 // HINCRBY: each one's view holds every request before it (the HINCRBY reply
@@ -29,35 +29,34 @@ import (
 // request near the limit be rejected too: the limiter errs strict, never
 // loose. A burst at the limit is admitted exactly: no request is rejected
 // before the limit is reached, so none is counted in error before then.
+//
+// Buckets that left the window are deleted lazily (trimWindow): the HGETALL
+// reply shows them, and a request that finds more than buckets+2 fields
+// (the window's buckets and one ahead) deletes the stale ones, with an HDEL
+// sent after the decision rather than before it. A key active for days
+// keeps at most buckets+2 fields, one more while that HDEL is on its way,
+// and most decisions send no HDEL at all.
 
 type windowOp struct {
 	key, field string
 	cost       int64
 	ttl        time.Duration
-	stale      []any // fields to drop: buckets that left the window
-	read       []any // fields to read: the buckets of the window and one ahead
 	incr       *redis.IntCmd
-	drop       *redis.IntCmd
-	vals       *redis.SliceCmd
+	all        *redis.SliceCmd
 	expire     *redis.BoolCmd
 }
 
 func (o *windowOp) queue(ctx context.Context, pipe redis.Pipeliner) {
 	o.incr = pipe.HIncrBy(ctx, o.key, o.field, o.cost)
-	args := make([]any, 0, 2+len(o.stale))
-	args = append(append(args, "hdel", o.key), o.stale...)
-	o.drop = redis.NewIntCmd(ctx, args...)
-	_ = pipe.Process(ctx, o.drop)
-	args = make([]any, 0, 2+len(o.read))
-	args = append(append(args, "hmget", o.key), o.read...)
-	o.vals = redis.NewSliceCmd(ctx, args...)
-	_ = pipe.Process(ctx, o.vals)
+	// HGETALL as a flat slice: a map per decision costs more to build.
+	o.all = redis.NewSliceCmd(ctx, "hgetall", o.key)
+	_ = pipe.Process(ctx, o.all)
 	o.expire = pipe.PExpire(ctx, o.key, o.ttl)
 }
 
 // err is the first error among the op's replies.
 func (o *windowOp) err() error {
-	for _, err := range []error{o.incr.Err(), o.drop.Err(), o.vals.Err(), o.expire.Err()} {
+	for _, err := range []error{o.incr.Err(), o.all.Err(), o.expire.Err()} {
 		if err != nil {
 			return err
 		}
@@ -71,45 +70,36 @@ func (o *windowOp) done(context.Context, *Store) {}
 // bucket's window, for clocks that differ a little.
 const windowMargin = 10 * time.Millisecond
 
-// windowTrim returns the TTL of a sliding_window hash written in bucket c,
-// the fields that a write in bucket c deletes, so that a key active for
-// days keeps O(buckets) fields, and the fields it reads: buckets c-k..c+1
-// (the last one for a writer whose clock is a little ahead).
+// windowTrim returns the fields that a batched-mode flush in bucket c
+// deletes (batched.go), so that a key active for days keeps O(buckets)
+// fields although the flush does not read the hash first.
 //
-// A hash lives ttl = k+1 buckets and windowMargin after its last write (k
-// buckets per window): the window of bucket c needs buckets c-k..c. With
-// e = ceil(windowMargin/bucket), when a write lands in
-// bucket c, the previous one landed in bucket c-k-1-e or later and had
-// already deleted everything before its own window: only buckets
-// c-2k-1-e..c-k-1 can be stale. The write deletes them (one more, for a
-// writer whose clock is a bucket behind), in the same round trip.
-// Between writes a hash holds at most the k+1 buckets of the window plus a
-// bucket written by a clock a little ahead.
-func windowTrim(p *limiter.Policy, c int64) (ttl time.Duration, stale, read []any) {
+// A hash lives windowTTL after its last write. With
+// e = ceil(windowMargin/bucket), when a write lands in bucket c, the
+// previous one landed in bucket c-k-1-e or later and had already deleted
+// everything before its own window: only buckets c-2k-1-e..c-k-1 can be
+// stale. The write deletes them (one more, for a writer whose clock is a
+// bucket behind), in the same round trip.
+func windowTrim(p *limiter.Policy, c int64) (stale []any) {
 	b := p.BucketSize()
 	k := int64(p.Buckets)
 	e := int64((windowMargin + b - 1) / b)
-	ttl = time.Duration(k+1)*b + windowMargin
 	tk := trimKey{b, k, c}
 	last := lastTrims(b, k)
 	if t := last.Load(); t != nil && t.trimKey == tk {
-		return ttl, t.stale, t.read
+		return t.stale
 	}
 	from, to := c-2*k-2-e, c-k-1
 	stale = make([]any, 0, to-from+1)
 	for ix := from; ix <= to; ix++ {
 		stale = append(stale, strconv.FormatInt(ix, 10))
 	}
-	read = make([]any, 0, k+2)
-	for ix := c - k; ix <= c+1; ix++ {
-		read = append(read, strconv.FormatInt(ix, 10))
-	}
-	last.Store(&trimList{tk, stale, read})
-	return ttl, stale, read
+	last.Store(&trimList{tk, stale})
+	return stale
 }
 
-// trimCache keeps, per bucket size and bucket count, the last lists of
-// fields built: every key of a policy shares them for a whole bucket
+// trimCache keeps, per bucket size and bucket count, the last list of
+// stale fields built: every key of a policy shares it for a whole bucket
 // interval.
 var trimCache sync.Map // trimShape -> *atomic.Pointer[trimList]
 
@@ -133,7 +123,7 @@ type trimKey struct {
 
 type trimList struct {
 	trimKey
-	stale, read []any // read-only once stored
+	stale []any // read-only once stored
 }
 
 // allowWindow decides a sliding_window request.
@@ -142,9 +132,8 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	nowUS := now / 1000
 	c := nowUS / win.Size
 	name := s.keyName(p, storeKey)
-	ttl, stale, read := windowTrim(p, c)
 	k := int64(p.Buckets)
-	o := &windowOp{key: name, field: read[k].(string), cost: cost, ttl: ttl, stale: stale, read: read}
+	o := &windowOp{key: name, field: bucketField(c), cost: cost, ttl: windowTTL(p)}
 	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
 	}
@@ -154,16 +143,24 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	// The others: every bucket but the current one as read, and the
 	// current one as it was just before this request.
 	var buf [24]algo.Bucket
-	buckets := buf[:0]
-	for i, v := range o.vals.Val() {
-		ix := c - k + int64(i)
-		str, ok := v.(string)
-		if !ok || ix == c {
-			continue
-		}
-		if n, err := strconv.ParseInt(str, 10, 64); err == nil {
+	var staleBuf [8]any
+	buckets, stale := buf[:0], staleBuf[:0]
+	all := o.all.Val()
+	for i := 0; i+1 < len(all); i += 2 {
+		f, _ := all[i].(string)
+		v, _ := all[i+1].(string)
+		ix, err1 := strconv.ParseInt(f, 10, 64)
+		n, err2 := strconv.ParseInt(v, 10, 64)
+		switch {
+		case err1 != nil || err2 != nil || ix == c:
+		case ix < c-k:
+			stale = append(stale, f)
+		default:
 			buckets = append(buckets, algo.Bucket{Index: ix, Count: n})
 		}
+	}
+	if len(stale) > 0 && int64(len(all)/2) > k+2 {
+		s.trimWindow(name, stale)
 	}
 	buckets = append(buckets, algo.Bucket{Index: c, Count: o.incr.Val() - cost})
 	v := win.View(buckets, nowUS)
@@ -182,6 +179,48 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 		return d, fmt.Errorf("redis sliding_window: %w", err)
 	}
 	return d, nil
+}
+
+// windowTTL is how long a sliding_window hash lives after its last write:
+// k+1 buckets (the window of bucket c needs buckets c-k..c) and
+// windowMargin.
+func windowTTL(p *limiter.Policy) time.Duration {
+	return time.Duration(p.Buckets+1)*p.BucketSize() + windowMargin
+}
+
+// bucketField is the hash field of bucket c. Every key of every policy
+// shares the last one built, for a whole bucket interval.
+func bucketField(c int64) string {
+	if f := lastField.Load(); f != nil && f.c == c {
+		return f.name
+	}
+	f := &fieldName{c, strconv.FormatInt(c, 10)}
+	lastField.Store(f)
+	return f.name
+}
+
+type fieldName struct {
+	c    int64
+	name string
+}
+
+var lastField atomic.Pointer[fieldName]
+
+// trimWindow deletes the stale buckets of a sliding_window hash after the
+// decision that saw them, without making anyone wait: the HDEL rides a
+// later pipeline. It is best effort and safe to lose (the next request
+// that finds the hash at its cap deletes them), and to repeat: the fields
+// are gone from every window that could still read them.
+func (s *Store) trimWindow(name string, stale []any) {
+	args := make([]any, 0, 2+len(stale))
+	args = append(append(args, "hdel", name), stale...)
+	s.trims.Add(1)
+	go func() {
+		defer s.trims.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		defer cancel()
+		_ = s.batch.do(ctx, &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { pipe.Do(ctx, args...) }})
+	}()
 }
 
 // takeBack undoes the charge of a rejected request on a counter kept in a

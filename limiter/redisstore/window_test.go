@@ -112,6 +112,7 @@ func TestWindowHashStaysSmall(t *testing.T) {
 					if hash == "" {
 						hash = windowHash(t, tg.client, tg.prefix)
 					}
+					tg.store.WaitTrims()
 					n, err := tg.client.HLen(context.Background(), hash).Result()
 					if err != nil {
 						t.Fatal(err)
