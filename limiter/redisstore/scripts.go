@@ -43,14 +43,16 @@ return 1
 // of the next unit, in microseconds; a request fits when, with its units
 // added, the arrival time is at most burst intervals ahead of now. Its
 // arithmetic is limiter.GCRA's: GCRA needs max(tat, now) read and written
-// in one step, which plain commands cannot do, so it stays a script.
+// in one step, which plain commands cannot do, so it stays a script. The
+// reply's rejected count is read only in peek mode (mode 0); a charging
+// call skips that read and answers 0, or the new count when it rejects.
 var gcraScript = redis.NewScript(`
 local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
 local burst, cost, charge = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local rejected = tonumber(redis.call('GET', KEYS[2]) or '0')
-local allowed, retry = 0, 0
+local rejected, allowed, retry = 0, 0, 0
+if not charge then rejected = tonumber(redis.call('GET', KEYS[2]) or '0') end
 if charge then
   local new = tat + interval * cost
   local allow_at = new - interval * burst
