@@ -27,6 +27,9 @@ type Outcome struct {
 // request may see the refunded units as used (a window of one store round
 // trip), which can only make the limiter stricter, never looser.
 //
+// The decisions of refunded policies report their usage without the
+// request: their Remaining and Count are as if it had never come.
+//
 // On a store error Check returns the decisions made so far and the error; it
 // does not refund, so that a caller that fails open keeps the request counted.
 func Check(ctx context.Context, s Store, reqs []Request, decisions []Decision) (Outcome, error) {
@@ -52,7 +55,11 @@ func Check(ctx context.Context, s Store, reqs []Request, decisions []Decision) (
 				// be for one window; the rejection itself stands. The refund
 				// goes even when the caller has gone.
 				_ = s.Refund(context.WithoutCancel(ctx), reqs[j].Policy, reqs[j].Key, c)
-				out.Decisions[j].Charge = Charge{}
+				// The decision now tells the usage without this request.
+				d := &out.Decisions[j]
+				d.Charge = Charge{}
+				d.Count = max(0, d.Count-c.Cost)
+				d.Remaining += c.Cost
 			}
 		}
 		break

@@ -197,8 +197,8 @@ func TestSeveralDescriptorsInOneCall(t *testing.T) {
 		t.Fatalf("per-ip count %d, want 2 (the rejected call refunded)", u.Count)
 	}
 	ipStatus := resp.Statuses[0]
-	if ipStatus.CurrentLimit.GetUnit() != rlsv3.RateLimitResponse_RateLimit_MINUTE || ipStatus.LimitRemaining != 2 {
-		t.Fatalf("per-ip status %v (remaining 2 before its refund)", ipStatus)
+	if ipStatus.CurrentLimit.GetUnit() != rlsv3.RateLimitResponse_RateLimit_MINUTE || ipStatus.LimitRemaining != 3 {
+		t.Fatalf("per-ip status %v, want remaining 3: the refunded call is not counted", ipStatus)
 	}
 	// Rejecting descriptor first: the other one is not evaluated, but its
 	// status still says where it stands.
