@@ -79,6 +79,26 @@ const (
 	GCRA          Algorithm = "gcra"
 )
 
+// AlgorithmID numbers the algorithms, so that a store keeps its code for
+// each in a table indexed by AlgorithmID and finds a policy's with
+// Policy.AlgorithmID, which Validate resolves once, instead of comparing
+// names on every call.
+type AlgorithmID uint8
+
+// The algorithms' numbers.
+const (
+	SlidingWindowID AlgorithmID = iota
+	SlidingLogID
+	FixedWindowID
+	GCRAID
+	// NumAlgorithms is the number of algorithms: the length of a table
+	// indexed by AlgorithmID.
+	NumAlgorithms = iota
+)
+
+// algorithmIDs maps each algorithm to its number.
+var algorithmIDs = map[Algorithm]AlgorithmID{SlidingWindow: SlidingWindowID, SlidingLog: SlidingLogID, FixedWindow: FixedWindowID, GCRA: GCRAID}
+
 // DefaultBuckets is the number of sub-windows of a sliding_window policy whose
 // Buckets is zero.
 const DefaultBuckets = 10
@@ -101,7 +121,8 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
 // Policy describes one limit. A Policy must not be changed after it is first
-// used; build a new one instead. Call Validate before use.
+// used; build a new one instead (a changed copy is a new one). Call Validate
+// before use: it resolves the algorithm once (see AlgorithmID).
 type Policy struct {
 	Name      string        // [A-Za-z0-9_-]+, unique among policies
 	Algorithm Algorithm     // zero means SlidingWindow
@@ -122,6 +143,10 @@ type Policy struct {
 	// Live, when not nil, holds limits set at run time (see Overrider);
 	// a key's live limit wins over its entry in Overrides.
 	Live *LiveLimits
+
+	// algID is Algorithm's AlgorithmID plus one, set by Validate; zero
+	// before.
+	algID uint8
 }
 
 // MaxWindow is the longest window a policy may have: 100 years (36500d).
@@ -172,10 +197,12 @@ func (p *Policy) Validate() error {
 	if p.Algorithm == "" {
 		p.Algorithm = SlidingWindow
 	}
-	switch p.Algorithm {
-	case SlidingWindow, SlidingLog, FixedWindow, GCRA:
-	default:
+	if id, ok := algorithmIDs[p.Algorithm]; !ok {
 		bad("algorithm", "must be one of sliding_window, sliding_log, fixed_window, gcra; got %q", p.Algorithm)
+	} else if p.algID != uint8(id)+1 {
+		// Written only when it changes: Validate may run again on a
+		// policy in use.
+		p.algID = uint8(id) + 1
 	}
 	if p.Limit <= 0 {
 		bad("limit", "must be > 0")
@@ -206,6 +233,16 @@ func (p *Policy) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// AlgorithmID returns the number of p's algorithm, as Validate resolved
+// it. A policy not validated gets its Algorithm's number looked up, and
+// sliding_window's when Algorithm is empty or unknown.
+func (p *Policy) AlgorithmID() AlgorithmID {
+	if p.algID != 0 {
+		return AlgorithmID(p.algID - 1)
+	}
+	return algorithmIDs[p.Algorithm] // SlidingWindowID when absent
 }
 
 // LimitFor returns the limit that applies to key: its run-time override

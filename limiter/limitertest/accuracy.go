@@ -69,6 +69,9 @@ func Measure(p *limiter.Policy, tr Trace, newStore func(clock func() time.Time) 
 	exactP := *p
 	exactP.Algorithm = limiter.SlidingLog
 	exactP.Name = p.Name + "-exact"
+	if err := exactP.Validate(); err != nil { // a changed copy is a new policy
+		panic(err)
+	}
 	exactClock := NewClock(Start)
 	exact := newStore(exactClock.Now)
 	defer exact.Close()

@@ -7,85 +7,99 @@ import (
 	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
-// The state of one entry, kept under its shard's lock, with times in
-// nanoseconds. The decisions are limiter's (Window, Log, Fixed, Cell): this
-// file only loads and saves the state.
+// One entry type per algorithm, each holding the bookkeeping every entry
+// shares (entry) and the state of its own algorithm only, kept under its
+// shard's lock with times in nanoseconds. The decisions are algo's
+// (Window, Log, Fixed, Cell): the methods here only load and save the
+// state. newState, indexed by the policy's limiter.AlgorithmID, makes the
+// entry when a key is first seen; from then on the entry's methods serve
+// it, and no call compares algorithms.
 
-// slidingWindow keeps Buckets+1 sub-window counts in a ring; the
-// arithmetic is algo.Window's.
-type slidingWindow struct {
-	idx    []int64 // bucket index (time / bucket size) of each slot
-	counts []int64
+// keyState is one key's entry under one policy.
+type keyState interface {
+	base() *entry
+	allow(now int64, p *limiter.Policy, key string, limit, cost int64) limiter.Decision
+	peek(now int64, p *limiter.Policy, key string, limit int64) limiter.Decision
+	refund(now int64, p *limiter.Policy, key string, c limiter.Charge)
 }
 
-// buckets lists the ring's buckets into buf.
-func (w *slidingWindow) buckets(buf []algo.Bucket) []algo.Bucket {
-	for i, ix := range w.idx {
-		buf = append(buf, algo.Bucket{Index: ix, Count: w.counts[i]})
+// newState makes a new key's entry for each algorithm.
+var newState = [limiter.NumAlgorithms]func(p *limiter.Policy) keyState{
+	limiter.SlidingWindowID: newWindowEntry,
+	limiter.SlidingLogID:    func(*limiter.Policy) keyState { return new(logEntry) },
+	limiter.FixedWindowID:   func(*limiter.Policy) keyState { return new(fixedEntry) },
+	limiter.GCRAID:          func(*limiter.Policy) keyState { return new(cellEntry) },
+}
+
+// windowEntry keeps Buckets+1 sub-window counts in a ring: bucket c in
+// slot c % (Buckets+1). The arithmetic is algo.Window's. The ring lives
+// in the entry itself for up to DefaultBuckets buckets.
+type windowEntry struct {
+	entry
+	ring   []algo.Bucket
+	inline [limiter.DefaultBuckets + 1]algo.Bucket
+}
+
+func newWindowEntry(p *limiter.Policy) keyState {
+	w := new(windowEntry)
+	if n := p.Buckets + 1; n <= len(w.inline) {
+		w.ring = w.inline[:n]
+	} else {
+		w.ring = make([]algo.Bucket, n)
 	}
-	return buf
+	return w
 }
 
-func (w *slidingWindow) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
+func (w *windowEntry) base() *entry { return &w.entry }
+
+func (w *windowEntry) allow(now int64, p *limiter.Policy, _ string, limit, cost int64) limiter.Decision {
 	win := algo.WindowOf(p, time.Nanosecond)
-	k := p.Buckets
-	if len(w.idx) != k+1 {
-		w.idx, w.counts = make([]int64, k+1), make([]int64, k+1)
-	}
-	var buf [16]algo.Bucket
-	bs := w.buckets(buf[:0])
-	v := win.View(bs, now)
+	v := win.View(w.ring, now)
 	d := limiter.Decision{Limit: limit}
 	if win.Fits(v, limit, cost) {
 		c := now / win.Size
-		slot := int(c % int64(k+1))
-		if w.idx[slot] != c {
-			w.idx[slot], w.counts[slot] = c, 0
+		b := &w.ring[c%int64(len(w.ring))]
+		if b.Index != c {
+			*b = algo.Bucket{Index: c}
 		}
-		w.counts[slot] += cost
+		b.Count += cost
 		v.Inside += cost
 		v.Newest = c
 		d.Allowed = true
 		d.Charge = limiter.Charge{Cost: cost, At: now}
 	} else {
-		d.RetryAfter = win.RetryAfter(bs, now, limit, cost)
+		d.RetryAfter = win.RetryAfter(w.ring, now, limit, cost)
 	}
 	win.Fill(&d, v, now, limit)
 	return d
 }
 
-func (w *slidingWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
-	d := limiter.Decision{Limit: limit}
-	if len(w.idx) != p.Buckets+1 {
-		d.Remaining = limit
-		return d
-	}
+func (w *windowEntry) peek(now int64, p *limiter.Policy, _ string, limit int64) limiter.Decision {
 	win := algo.WindowOf(p, time.Nanosecond)
-	var buf [16]algo.Bucket
-	win.Fill(&d, win.View(w.buckets(buf[:0]), now), now, limit)
+	d := limiter.Decision{Limit: limit}
+	win.Fill(&d, win.View(w.ring, now), now, limit)
 	return d
 }
 
-func (w *slidingWindow) refund(p *limiter.Policy, c limiter.Charge) {
-	if len(w.idx) != p.Buckets+1 {
-		return
-	}
-	ix := c.At / int64(p.BucketSize())
-	slot := int(ix % int64(p.Buckets+1))
-	if w.idx[slot] == ix {
-		w.counts[slot] = max(0, w.counts[slot]-c.Cost)
+func (w *windowEntry) refund(_ int64, p *limiter.Policy, _ string, c limiter.Charge) {
+	ix := c.At / algo.WindowOf(p, time.Nanosecond).Size
+	if b := &w.ring[ix%int64(len(w.ring))]; b.Index == ix {
+		b.Count = max(0, b.Count-c.Cost)
 	}
 }
 
-// slidingLog keeps (time, units) pairs of admissions inside the window;
+// logEntry keeps (time, units) pairs of admissions inside the window;
 // the arithmetic is algo.Log's.
-type slidingLog struct {
+type logEntry struct {
+	entry
 	times []int64
 	units []int64
 	total int64
 }
 
-func (l *slidingLog) trim(now int64, lg algo.Log) {
+func (l *logEntry) base() *entry { return &l.entry }
+
+func (l *logEntry) trim(now int64, lg algo.Log) {
 	i := 0
 	for i < len(l.times) && !lg.Inside(l.times[i], now) {
 		l.total -= l.units[i]
@@ -97,14 +111,14 @@ func (l *slidingLog) trim(now int64, lg algo.Log) {
 	}
 }
 
-func (l *slidingLog) newest() int64 {
+func (l *logEntry) newest() int64 {
 	if n := len(l.times); n > 0 {
 		return l.times[n-1]
 	}
 	return 0
 }
 
-func (l *slidingLog) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
+func (l *logEntry) allow(now int64, p *limiter.Policy, _ string, limit, cost int64) limiter.Decision {
 	lg := algo.LogOf(p, time.Nanosecond)
 	l.trim(now, lg)
 	d := limiter.Decision{Limit: limit}
@@ -125,7 +139,7 @@ func (l *slidingLog) allow(now int64, p *limiter.Policy, limit, cost int64) limi
 	return d
 }
 
-func (l *slidingLog) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
+func (l *logEntry) peek(now int64, p *limiter.Policy, _ string, limit int64) limiter.Decision {
 	lg := algo.LogOf(p, time.Nanosecond)
 	l.trim(now, lg)
 	d := limiter.Decision{Limit: limit}
@@ -133,7 +147,7 @@ func (l *slidingLog) peek(now int64, p *limiter.Policy, limit int64) limiter.Dec
 	return d
 }
 
-func (l *slidingLog) refund(c limiter.Charge) {
+func (l *logEntry) refund(_ int64, _ *limiter.Policy, _ string, c limiter.Charge) {
 	for i := len(l.times) - 1; i >= 0; i-- {
 		if l.times[i] == c.At {
 			n := min(l.units[i], c.Cost)
@@ -144,19 +158,22 @@ func (l *slidingLog) refund(c limiter.Charge) {
 	}
 }
 
-// fixedWindow counts units in the window that started at start; the
+// fixedEntry counts units in the window that started at start; the
 // arithmetic is algo.Fixed's.
-type fixedWindow struct {
+type fixedEntry struct {
+	entry
 	start, count int64
 }
 
-func (f *fixedWindow) roll(now int64, fw algo.Fixed) {
+func (f *fixedEntry) base() *entry { return &f.entry }
+
+func (f *fixedEntry) roll(now int64, fw algo.Fixed) {
 	if start := fw.Start(now); start != f.start {
 		f.start, f.count = start, 0
 	}
 }
 
-func (f *fixedWindow) allow(now int64, p *limiter.Policy, limit, cost int64) limiter.Decision {
+func (f *fixedEntry) allow(now int64, p *limiter.Policy, _ string, limit, cost int64) limiter.Decision {
 	fw := algo.FixedOf(p, time.Nanosecond)
 	f.roll(now, fw)
 	d := fw.Decide(f.count, now, limit, cost)
@@ -166,7 +183,7 @@ func (f *fixedWindow) allow(now int64, p *limiter.Policy, limit, cost int64) lim
 	return d
 }
 
-func (f *fixedWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.Decision {
+func (f *fixedEntry) peek(now int64, p *limiter.Policy, _ string, limit int64) limiter.Decision {
 	fw := algo.FixedOf(p, time.Nanosecond)
 	f.roll(now, fw)
 	d := limiter.Decision{Limit: limit}
@@ -174,31 +191,34 @@ func (f *fixedWindow) peek(now int64, p *limiter.Policy, limit int64) limiter.De
 	return d
 }
 
-func (f *fixedWindow) refund(p *limiter.Policy, c limiter.Charge) {
+func (f *fixedEntry) refund(_ int64, p *limiter.Policy, _ string, c limiter.Charge) {
 	if algo.FixedOf(p, time.Nanosecond).Start(c.At) == f.start {
 		f.count = max(0, f.count-c.Cost)
 	}
 }
 
-// gcra keeps the theoretical arrival time of the next unit; the arithmetic
-// is algo.Cell's.
-type gcra struct {
+// cellEntry keeps the theoretical arrival time of the next unit; the
+// arithmetic is algo.Cell's.
+type cellEntry struct {
+	entry
 	tat int64
 }
 
-func (g *gcra) allow(now int64, p *limiter.Policy, key string, limit, cost int64) limiter.Decision {
+func (g *cellEntry) base() *entry { return &g.entry }
+
+func (g *cellEntry) allow(now int64, p *limiter.Policy, key string, limit, cost int64) limiter.Decision {
 	var d limiter.Decision
 	g.tat, d = algo.CellOf(p, key, limit, time.Nanosecond).Decide(g.tat, now, cost)
 	d.Limit = limit
 	return d
 }
 
-func (g *gcra) peek(now int64, p *limiter.Policy, key string, limit int64) limiter.Decision {
+func (g *cellEntry) peek(now int64, p *limiter.Policy, key string, limit int64) limiter.Decision {
 	d := limiter.Decision{Limit: limit}
 	algo.CellOf(p, key, limit, time.Nanosecond).Fill(&d, g.tat, now)
 	return d
 }
 
-func (g *gcra) refund(now int64, p *limiter.Policy, key string, limit int64, c limiter.Charge) {
-	g.tat = algo.CellOf(p, key, limit, time.Nanosecond).Refund(g.tat, now, c.Cost)
+func (g *cellEntry) refund(now int64, p *limiter.Policy, key string, c limiter.Charge) {
+	g.tat = algo.CellOf(p, key, p.LimitFor(key), time.Nanosecond).Refund(g.tat, now, c.Cost)
 }

@@ -79,7 +79,7 @@ var _ limiter.Store = (*Store)(nil)
 // chained.
 type shard struct {
 	mu       sync.Mutex
-	m        map[uint64]*entry
+	m        map[uint64]keyState
 	n        int      // entries held, chains included
 	capacity int      // this shard's part of MaxKeys
 	_        [32]byte // keep shards on separate cache lines
@@ -89,23 +89,21 @@ type shard struct {
 // or window changes starts afresh instead of misreading old state.
 type entryKey struct {
 	policy    string
-	algorithm limiter.Algorithm
+	algorithm limiter.AlgorithmID
 	window    time.Duration
 	buckets   int
 	key       string
 }
 
+// entry is what every key's entry holds, whatever its algorithm; each
+// algorithm's entry type (algorithms.go) embeds it.
 type entry struct {
 	key      entryKey
 	hash     uint64
-	next     *entry // the next entry whose key has the same hash
-	lastSeen int64  // ns
-	drained  int64  // ns: from then on the entry holds nothing worth keeping
+	next     keyState // the next entry whose key has the same hash
+	lastSeen int64    // ns
+	drained  int64    // ns: from then on the entry holds nothing worth keeping
 	rejected int64
-	sw       slidingWindow
-	log      slidingLog
-	fixed    fixedWindow
-	gcra     gcra
 }
 
 // New returns a Store that keeps everything in memory; Close stops its
@@ -130,7 +128,7 @@ func New(opts Options) *Store {
 		if i < maxKeys%shardCount {
 			s.shards[i].capacity++
 		}
-		s.shards[i].m = make(map[uint64]*entry)
+		s.shards[i].m = make(map[uint64]keyState)
 	}
 	s.counters = newMemCounters(s)
 	s.hist = make(map[string]map[int64]*minute)
@@ -202,8 +200,8 @@ func (s *Store) Sweep() {
 		sh.mu.Lock()
 		for _, head := range sh.m {
 			for e := head; e != nil; {
-				next := e.next
-				if e.drained <= now {
+				next := e.base().next
+				if e.base().drained <= now {
 					sh.remove(e)
 				}
 				e = next
@@ -232,23 +230,24 @@ func (s *Store) locate(k entryKey) (*shard, uint64) {
 }
 
 func keyOf(p *limiter.Policy, key string) entryKey {
-	return entryKey{policy: p.Name, algorithm: p.Algorithm, window: p.Window, buckets: p.Buckets, key: limiter.StoreKey(key)}
+	return entryKey{policy: p.Name, algorithm: p.AlgorithmID(), window: p.Window, buckets: p.Buckets, key: limiter.StoreKey(key)}
 }
 
-// lookup returns the entry for k, creating it when create is set. A drained
-// entry is replaced, so stale state never leaks into a new window. The
-// shard's lock must be held.
-func (sh *shard) lookup(k entryKey, h uint64, now int64, create bool) *entry {
+// lookup returns the entry for k, creating it with mk when mk is not nil.
+// A drained entry is replaced, so stale state never leaks into a new
+// window. The shard's lock must be held.
+func (sh *shard) lookup(k entryKey, h uint64, now int64, mk func() keyState) keyState {
 	e := sh.find(k, h)
-	if e != nil && e.drained <= now {
+	if e != nil && e.base().drained <= now {
 		sh.remove(e)
 		e = nil
 	}
-	if e == nil && create {
+	if e == nil && mk != nil {
 		if sh.n >= sh.capacity {
 			sh.evict(now)
 		}
-		e = &entry{key: k, hash: h, next: sh.m[h]}
+		e = mk()
+		*e.base() = entry{key: k, hash: h, next: sh.m[h]}
 		sh.m[h] = e
 		sh.n++
 	}
@@ -256,9 +255,9 @@ func (sh *shard) lookup(k entryKey, h uint64, now int64, create bool) *entry {
 }
 
 // find returns the entry of k, or nil. The shard's lock must be held.
-func (sh *shard) find(k entryKey, h uint64) *entry {
-	for e := sh.m[h]; e != nil; e = e.next {
-		if e.key == k {
+func (sh *shard) find(k entryKey, h uint64) keyState {
+	for e := sh.m[h]; e != nil; e = e.base().next {
+		if e.base().key == k {
 			return e
 		}
 	}
@@ -266,37 +265,38 @@ func (sh *shard) find(k entryKey, h uint64) *entry {
 }
 
 // remove unlinks e. The shard's lock must be held.
-func (sh *shard) remove(e *entry) {
-	if head := sh.m[e.hash]; head == e {
-		if e.next == nil {
-			delete(sh.m, e.hash)
+func (sh *shard) remove(e keyState) {
+	b := e.base()
+	if head := sh.m[b.hash]; head == e {
+		if b.next == nil {
+			delete(sh.m, b.hash)
 		} else {
-			sh.m[e.hash] = e.next
+			sh.m[b.hash] = b.next
 		}
 	} else {
-		for p := head; p != nil; p = p.next {
-			if p.next == e {
-				p.next = e.next
+		for p := head; p != nil; p = p.base().next {
+			if p.base().next == e {
+				p.base().next = b.next
 				break
 			}
 		}
 	}
-	e.next = nil
+	b.next = nil
 	sh.n--
 }
 
 // evict removes the least recently seen entry of a random sample, or the
 // first drained one found.
 func (sh *shard) evict(now int64) {
-	var victim *entry
+	var victim keyState
 	oldest, n := int64(1<<63-1), 0
 	for _, e := range sh.m {
-		if e.drained <= now {
+		if e.base().drained <= now {
 			victim = e
 			break
 		}
-		if e.lastSeen < oldest {
-			victim, oldest = e, e.lastSeen
+		if e.base().lastSeen < oldest {
+			victim, oldest = e, e.base().lastSeen
 		}
 		if n++; n >= evictSample {
 			break
@@ -320,18 +320,9 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	sh, h := s.locate(k)
 	now := s.now()
 	sh.mu.Lock()
-	e := sh.lookup(k, h, now, true)
-	var d limiter.Decision
-	switch p.Algorithm {
-	case limiter.SlidingLog:
-		d = e.log.allow(now, p, limit, cost)
-	case limiter.FixedWindow:
-		d = e.fixed.allow(now, p, limit, cost)
-	case limiter.GCRA:
-		d = e.gcra.allow(now, p, key, limit, cost)
-	default:
-		d = e.sw.allow(now, p, limit, cost)
-	}
+	st := sh.lookup(k, h, now, func() keyState { return newState[k.algorithm](p) })
+	d := st.allow(now, p, key, limit, cost)
+	e := st.base()
 	e.lastSeen = now
 	if !d.Allowed {
 		e.rejected++
@@ -352,19 +343,8 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
-	e := sh.lookup(k, h, now, false)
-	if e == nil {
-		return nil
-	}
-	switch p.Algorithm {
-	case limiter.SlidingLog:
-		e.log.refund(c)
-	case limiter.FixedWindow:
-		e.fixed.refund(p, c)
-	case limiter.GCRA:
-		e.gcra.refund(now, p, key, p.LimitFor(key), c)
-	default:
-		e.sw.refund(p, c)
+	if e := sh.lookup(k, h, now, nil); e != nil {
+		e.refund(now, p, key, c)
 	}
 	return nil
 }
@@ -379,31 +359,17 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
-	return s.usage(p, k, sh.lookup(k, h, now, false), now), nil
+	return s.usage(p, k, sh.lookup(k, h, now, nil), now), nil
 }
 
-func (s *Store) usage(p *limiter.Policy, k entryKey, e *entry, now int64) limiter.Usage {
-	limit := p.LimitFor(k.key)
-	u := limiter.Usage{Key: k.key, Limit: limit, Remaining: limit}
+// usage reads e, or a new entry when e is nil: an unseen key.
+func (s *Store) usage(p *limiter.Policy, k entryKey, e keyState, now int64) limiter.Usage {
 	if e == nil {
-		if p.Algorithm == limiter.GCRA {
-			u.Remaining = p.BurstFor(k.key)
-		}
-		return u
+		e = newState[k.algorithm](p)
 	}
-	var d limiter.Decision
-	switch p.Algorithm {
-	case limiter.SlidingLog:
-		d = e.log.peek(now, p, limit)
-	case limiter.FixedWindow:
-		d = e.fixed.peek(now, p, limit)
-	case limiter.GCRA:
-		d = e.gcra.peek(now, p, k.key, limit)
-	default:
-		d = e.sw.peek(now, p, limit)
-	}
-	u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, e.rejected
-	return u
+	limit := p.LimitFor(k.key)
+	d := e.peek(now, p, k.key, limit)
+	return limiter.Usage{Key: k.key, Limit: limit, Count: d.Count, Remaining: d.Remaining, ResetAfter: d.ResetAfter, Rejected: e.base().rejected}
 }
 
 // Reset implements limiter.Store.
