@@ -32,6 +32,11 @@
 //     one unit every Window/Limit, with bursts of up to Burst units (default
 //     Limit). With Burst = Limit up to about 2 x Limit can pass in one Window.
 //
+// Each algorithm's arithmetic is written once, in limiter/internal/algo,
+// for every store. Validate resolves a policy's Algorithm to an
+// AlgorithmID, and the stores index their per-algorithm code with it: no
+// store compares algorithm names per call.
+//
 // Time comes from the store: the memory store reads an injectable clock, the
 // Redis store a clock calibrated against the Redis server's TIME, so gateways
 // with skewed clocks agree.

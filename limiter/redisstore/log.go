@@ -137,3 +137,20 @@ func (s *Store) peekLog(ctx context.Context, p *limiter.Policy, storeKey string,
 	u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, r
 	return u, nil
 }
+
+// refundLog removes a sliding_log charge's members.
+func (s *Store) refundLog(ctx context.Context, _ *limiter.Policy, _, name string, c limiter.Charge) error {
+	members := make([]any, c.Cost)
+	for i, m := range logMembers(c.ID, c.Cost) {
+		members[i] = m
+	}
+	var zrem *redis.IntCmd
+	o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { zrem = pipe.ZRem(ctx, name, members...) }}
+	if err := s.batch.do(ctx, o); err != nil {
+		return fmt.Errorf("redis refund: %w", err)
+	}
+	if err := zrem.Err(); err != nil {
+		return fmt.Errorf("redis refund: %w", err)
+	}
+	return nil
+}

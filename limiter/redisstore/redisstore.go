@@ -21,7 +21,9 @@
 // small script takes in the same step as the add (log.go), with the same
 // round trips. gcra runs one Lua script by SHA, one round trip either way:
 // its arithmetic (algo.Cell's) needs max(tat, now) read and written at
-// once, which plain commands cannot do.
+// once, which plain commands cannot do (gcra.go). Each algorithm's code is
+// a driver in a table that New builds, indexed by the policy's
+// limiter.AlgorithmID (drivers.go): no call compares algorithms.
 // Keys over their limit are answered locally until their retry-after
 // (blocked.go), and circuit
 // breakers, one per cluster master, keep a dead Redis from costing every
@@ -59,7 +61,6 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/sluice-gateway/sluice/limiter"
-	"github.com/sluice-gateway/sluice/limiter/internal/algo"
 )
 
 // DefaultPrefix is the key prefix of a store whose Options.Prefix is empty.
@@ -176,6 +177,7 @@ type Store struct {
 	batch     *batcher
 	blocked   *blockedCache // nil when disabled
 	batched   *batchedState // nil unless batched mode is on
+	drivers   [limiter.NumAlgorithms]driver
 	batchDone chan struct{}
 	unwell    atomic.Pointer[unwellState] // the last unwell reply, for Ping
 }
@@ -230,6 +232,7 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 	} else {
 		close(s.batchDone)
 	}
+	s.drivers = s.newDrivers()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	s.idPrefix = hex.EncodeToString(b[:])
@@ -428,23 +431,10 @@ func (s *Store) guardWith(ctx context.Context, b *breaker, call func() error) er
 	return err
 }
 
-func algoCode(a limiter.Algorithm) string {
-	switch a {
-	case limiter.SlidingLog:
-		return "sl"
-	case limiter.FixedWindow:
-		return "fw"
-	case limiter.GCRA:
-		return "gc"
-	default:
-		return "sw"
-	}
-}
-
 // keyName returns the limiter key of key under p. The window is part of the
 // name so that a changed policy starts afresh.
 func (s *Store) keyName(p *limiter.Policy, storeKey string) string {
-	return s.prefix + algoCode(p.Algorithm) + ":" + strconv.FormatInt(p.Window.Milliseconds(), 10) + ":{" + p.Name + ":" + storeKey + "}"
+	return s.prefix + algoCodes[p.AlgorithmID()] + ":" + strconv.FormatInt(p.Window.Milliseconds(), 10) + ":{" + p.Name + ":" + storeKey + "}"
 }
 
 func us(t int64) string { return strconv.FormatInt(t, 10) }
@@ -478,30 +468,15 @@ type call struct {
 	args   []any
 }
 
-// gcraCall builds the call of the gcra script.
-func (s *Store) gcraCall(p *limiter.Policy, key, storeKey string, limit, cost int64, charge bool, nowUS int64) call {
-	name := s.keyName(p, storeKey)
-	mode := "0"
-	if charge {
-		mode = "1"
-	}
-	winMS := strconv.FormatInt(max(1, p.Window.Milliseconds()), 10)
-	return call{gcraScript, []string{name, name + ":rej"}, []any{us(nowUS), gcraInterval(p, limit), p.BurstFor(key), cost, mode, winMS, p.Window.Microseconds()}}
-}
-
-// gcraInterval is the emission interval of a gcra key, in microseconds.
-func gcraInterval(p *limiter.Policy, limit int64) int64 {
-	return max(1, p.Window.Microseconds()/limit)
-}
-
 // Allow implements limiter.Store.
 func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
 	if cost < 1 {
 		return limiter.Decision{}, limiter.ErrInvalidCost
 	}
 	s.top.observe(p, key)
-	if s.batched != nil && p.Algorithm == limiter.SlidingWindow {
-		return s.allowBatched(p, key, cost), nil
+	dr := &s.drivers[p.AlgorithmID()]
+	if dr.local != nil {
+		return dr.local(p, key, cost), nil
 	}
 	var bk blockedKey
 	var localNow time.Time
@@ -513,7 +488,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	}
 	var d limiter.Decision
 	err := s.guardKey(ctx, p, limiter.StoreKey(key), func() (err error) {
-		d, err = s.allow(ctx, p, key, cost)
+		d, err = dr.allow(ctx, p, key, limiter.StoreKey(key), p.LimitFor(key), cost, s.clock().UnixNano())
 		return err
 	})
 	s.noteOutcome(err)
@@ -540,80 +515,17 @@ func (s *Store) addRejected(ctx context.Context, p *limiter.Policy, storeKey str
 	}})
 }
 
-func (s *Store) allow(ctx context.Context, p *limiter.Policy, key string, cost int64) (limiter.Decision, error) {
-	storeKey := limiter.StoreKey(key)
-	limit := p.LimitFor(key)
-	now := s.clock().UnixNano()
-	switch p.Algorithm {
-	case limiter.SlidingWindow:
-		return s.allowWindow(ctx, p, storeKey, limit, cost, now)
-	case limiter.FixedWindow:
-		return s.allowFixed(ctx, p, storeKey, limit, cost, now)
-	case limiter.SlidingLog:
-		return s.allowLog(ctx, p, storeKey, limit, cost, now)
-	}
-	nowUS := now / 1000
-	o := &scriptOp{c: s.gcraCall(p, key, storeKey, limit, cost, true, nowUS)}
-	if err := s.batch.do(ctx, o); err != nil {
-		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, err)
-	}
-	if o.err != nil {
-		return limiter.Decision{}, fmt.Errorf("redis %s: %w", p.Algorithm, o.err)
-	}
-	d, _, err := result(o.v, limit)
-	if err != nil {
-		return d, err
-	}
-	if d.Allowed {
-		d.Charge = limiter.Charge{Cost: cost, At: nowUS * 1000}
-	}
-	return d, nil
-}
-
 // Refund implements limiter.Store.
 func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
 	if c.Cost <= 0 {
 		return nil
 	}
-	if s.batched != nil && p.Algorithm == limiter.SlidingWindow && s.refundBatched(p, key, c) {
+	dr := &s.drivers[p.AlgorithmID()]
+	if dr.refundLocal != nil && dr.refundLocal(p, key, c) {
 		return nil
 	}
-	return s.guardKey(ctx, p, limiter.StoreKey(key), func() error { return s.refund(ctx, p, key, c) })
-}
-
-func (s *Store) refund(ctx context.Context, p *limiter.Policy, key string, c limiter.Charge) error {
-	name := s.keyName(p, limiter.StoreKey(key))
-	var sc *scriptOp
-	switch p.Algorithm {
-	case limiter.SlidingLog:
-		members := make([]any, c.Cost)
-		for i, m := range logMembers(c.ID, c.Cost) {
-			members[i] = m
-		}
-		var zrem *redis.IntCmd
-		o := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { zrem = pipe.ZRem(ctx, name, members...) }}
-		if err := s.batch.do(ctx, o); err != nil {
-			return fmt.Errorf("redis refund: %w", err)
-		}
-		if err := zrem.Err(); err != nil {
-			return fmt.Errorf("redis refund: %w", err)
-		}
-		return nil
-	case limiter.FixedWindow:
-		start := algo.FixedOf(p, time.Microsecond).Start(c.At / 1000)
-		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(start), c.Cost}}}
-	case limiter.GCRA:
-		sc = &scriptOp{c: call{gcraRefundScript, []string{name}, []any{us(s.clock().UnixMicro()), gcraInterval(p, p.LimitFor(key)), c.Cost}}}
-	default:
-		sc = &scriptOp{c: call{refundWindowScript, []string{name}, []any{us(c.At / 1000 / p.BucketSize().Microseconds()), c.Cost}}}
-	}
-	if err := s.batch.do(ctx, sc); err != nil {
-		return fmt.Errorf("redis refund: %w", err)
-	}
-	if sc.err != nil {
-		return fmt.Errorf("redis refund: %w", sc.err)
-	}
-	return nil
+	storeKey := limiter.StoreKey(key)
+	return s.guardKey(ctx, p, storeKey, func() error { return dr.refund(ctx, p, key, s.keyName(p, storeKey), c) })
 }
 
 // Peek implements limiter.Store.
@@ -621,7 +533,7 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 	storeKey := limiter.StoreKey(key)
 	var u limiter.Usage
 	err := s.guardKey(ctx, p, storeKey, func() (err error) {
-		u, err = s.peek(ctx, p, storeKey, p.LimitFor(key))
+		u, err = s.drivers[p.AlgorithmID()].peek(ctx, p, storeKey, p.LimitFor(key), s.clock().UnixNano())
 		return err
 	})
 	if s.blocked != nil && err == nil {
@@ -631,29 +543,6 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 		return u, fmt.Errorf("redis peek: %w", err)
 	}
 	return u, nil
-}
-
-func (s *Store) peek(ctx context.Context, p *limiter.Policy, storeKey string, limit int64) (limiter.Usage, error) {
-	u := limiter.Usage{Key: storeKey, Limit: limit}
-	now := s.clock().UnixNano()
-	switch p.Algorithm {
-	case limiter.SlidingWindow:
-		return s.peekWindow(ctx, p, storeKey, limit, now)
-	case limiter.FixedWindow:
-		return s.peekFixed(ctx, p, storeKey, limit, now)
-	case limiter.SlidingLog:
-		return s.peekLog(ctx, p, storeKey, limit, now)
-	}
-	o := &scriptOp{c: s.gcraCall(p, storeKey, storeKey, limit, 1, false, now/1000)}
-	if err := s.batch.do(ctx, o); err != nil {
-		return u, err
-	}
-	if o.err != nil {
-		return u, o.err
-	}
-	d, rej, err := result(o.v, limit)
-	u.Count, u.Remaining, u.ResetAfter, u.Rejected = d.Count, d.Remaining, d.ResetAfter, rej
-	return u, err
 }
 
 // Reset implements limiter.Store.

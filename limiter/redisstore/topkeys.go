@@ -96,7 +96,7 @@ func (tk *topKeys) close() {
 }
 
 func (s *Store) topName(p *limiter.Policy, tag, rest string) string {
-	return s.prefix + "idx:{" + p.Name + ":" + tag + "}:" + algoCode(p.Algorithm) + ":" +
+	return s.prefix + "idx:{" + p.Name + ":" + tag + "}:" + algoCodes[p.AlgorithmID()] + ":" +
 		strconv.FormatInt(p.Window.Milliseconds(), 10) + ":" + rest
 }
 
