@@ -212,8 +212,9 @@ func (c *adminClient) do(method, path, body string) (int, []byte, error) {
 
 func printKeys(w io.Writer, body []byte) int {
 	var v struct {
-		Policy string `json:"policy"`
-		Keys   []struct {
+		Policy     string `json:"policy"`
+		ActiveKeys int64  `json:"active_keys"`
+		Keys       []struct {
 			Key          string `json:"key"`
 			KeyPath      string `json:"key_path"`
 			Count        int64  `json:"count"`
@@ -233,6 +234,7 @@ func printKeys(w io.Writer, body []byte) int {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", printableKey(u.Key, u.KeyPath), u.Count, u.Limit, u.Remaining, u.Rejected, (time.Duration(u.ResetAfterMS) * time.Millisecond).String())
 	}
 	tw.Flush()
+	fmt.Fprintf(w, "%d keys active in the window (an estimate)\n", v.ActiveKeys)
 	return 0
 }
 

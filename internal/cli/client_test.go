@@ -138,7 +138,8 @@ func TestAdminClient(t *testing.T) {
 	}
 	get("bob")
 	out := mustRun(0, "keys", "top", "by-key")
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(lines[1], "2001:db8::/64") || !strings.Contains(lines[1], " 2 ") {
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 4 || !strings.Contains(lines[1], "2001:db8::/64") || !strings.Contains(lines[1], " 2 ") ||
+		lines[3] != "2 keys active in the window (an estimate)" {
 		t.Fatalf("keys top:\n%s", out)
 	}
 	if out := mustRun(0, "keys", "get", "by-key", "header:x-api-key:2001:db8::/64"); !strings.Contains(out, `"rejected":1`) {
