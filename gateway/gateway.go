@@ -625,10 +625,13 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 			middleware.WriteJSONError(c.Writer, http.StatusInternalServerError, "internal error")
 		}
 	}()
-	if c.Request.Method == http.MethodConnect {
-		// A gateway, not a forward proxy: CONNECT is never forwarded.
+	if m := c.Request.Method; m == http.MethodConnect || m == http.MethodTrace {
+		// A gateway, not a forward proxy: CONNECT is never forwarded. TRACE
+		// would echo the request, cookies and credentials included, to
+		// whatever script can send it (cross-site tracing), as nginx
+		// refuses it too.
 		c.Header("Allow", allowedMethods)
-		middleware.WriteJSONError(c.Writer, http.StatusMethodNotAllowed, "CONNECT is not supported")
+		middleware.WriteJSONError(c.Writer, http.StatusMethodNotAllowed, m+" is not supported")
 		return
 	}
 	if upgradesToH2C(c.Request.Header) {
@@ -735,7 +738,7 @@ func accessKeys(pks []policyKeys, r *http.Request) string {
 	return b.String()
 }
 
-// allowedMethods is the Allow header of a refused CONNECT.
+// allowedMethods is the Allow header of a refused CONNECT or TRACE.
 const allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 func dedupe(s []string) []string {

@@ -195,8 +195,8 @@ routes:
 	}
 }
 
-// TestConnectIsRefused: CONNECT is answered 405 with Allow and never reaches
-// the upstream, in authority form and in path form.
+// TestConnectIsRefused: CONNECT and TRACE are answered 405 with Allow and
+// never reach the upstream, in authority form and in path form.
 func TestConnectIsRefused(t *testing.T) {
 	t.Parallel()
 	var hits atomic.Int64
@@ -221,7 +221,16 @@ routes:
 			t.Errorf("CONNECT %s: Allow %q", target, a)
 		}
 	}
+	for _, target := range []string{"/", "/x", "*"} {
+		resp, body := rawRequest(t, addr, "TRACE "+target+" HTTP/1.1\r\nHost: x\r\nCookie: session=secret\r\n\r\n")
+		if resp.StatusCode != http.StatusMethodNotAllowed || !strings.Contains(body, `"error"`) || strings.Contains(body, "secret") {
+			t.Errorf("TRACE %s: %d %q, want 405 with a JSON error", target, resp.StatusCode, body)
+		}
+		if a := resp.Header.Get("Allow"); a == "" || strings.Contains(a, "TRACE") {
+			t.Errorf("TRACE %s: Allow %q", target, a)
+		}
+	}
 	if n := hits.Load(); n != 0 {
-		t.Fatalf("the upstream saw %d CONNECT requests, want 0", n)
+		t.Fatalf("the upstream saw %d CONNECT or TRACE requests, want 0", n)
 	}
 }
