@@ -677,7 +677,9 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 		return
 	}
 	upstart := time.Now()
-	rt.proxy.ServeHTTP(c.Writer, c.Request)
+	pw := proxyWriter(c.Writer)
+	rt.proxy.ServeHTTP(pw, c.Request)
+	pw.release()
 	// A client's fault is not an upstream exchange.
 	if status, _ := clientFault(c.Request, false); status == 0 && c.Request.Context().Err() == nil {
 		rt.upstream.Observe(time.Since(upstart).Seconds())
