@@ -16,9 +16,9 @@ import (
 // proxy starts reading the request body.
 type informational struct {
 	gin.ResponseWriter
-	keys   [4]string
-	vals   [4][]string
-	more   http.Header // the gateway's headers past the first four
+	keys   [8]string
+	vals   [8][]string
+	more   http.Header // the gateway's headers past the first eight
 	n      int
 	got1xx bool
 }
