@@ -95,16 +95,26 @@ func (t routeTable) match(r *http.Request) (*route, []string) {
 	return nil, allow
 }
 
+// copyBufferSize is the size of the proxy's copy buffers.
+const copyBufferSize = 32 << 10
+
 // bufferPool hands the proxy 32 KiB copy buffers instead of allocating one
-// per response.
+// per response. It pools pointers to the arrays themselves, so that
+// neither Get nor Put allocates (a pool of *[]byte would allocate a new
+// slice header at each Put).
 type bufferPool struct{ p sync.Pool }
 
 func newBufferPool() *bufferPool {
-	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+	return &bufferPool{p: sync.Pool{New: func() any { return new([copyBufferSize]byte) }}}
 }
 
-func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
-func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
+func (b *bufferPool) Get() []byte { return b.p.Get().(*[copyBufferSize]byte)[:] }
+
+func (b *bufferPool) Put(p []byte) {
+	if cap(p) >= copyBufferSize {
+		b.p.Put((*[copyBufferSize]byte)(p[:copyBufferSize]))
+	}
+}
 
 // transportFor returns the Transport for upstreams whose time to response
 // headers is bounded by timeout. Routes with the same timeout share one, so

@@ -2,9 +2,9 @@
 
 package upstream
 
-import "syscall"
-
 // peekAlive cannot look at the socket on this platform: a connection the
 // upstream closed is found when a request fails on it, and idempotent
 // requests without a body are retried on a new connection.
-func peekAlive(syscall.RawConn, []byte) bool { return true }
+func (c *conn) peekAlive() bool { return true }
+
+func (c *conn) peekFD(uintptr) {}

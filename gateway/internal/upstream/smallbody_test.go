@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -132,5 +133,97 @@ func BenchmarkRoundTripPOST(b *testing.B) {
 			b.ReportMetric(at(0.99), "p99-µs")
 			b.ReportMetric(at(1), "max-µs")
 		})
+	}
+}
+
+// opaqueBody is a request body that net/http does not know to be in
+// memory, as a proxied request's body never is.
+type opaqueBody struct{ r io.Reader }
+
+func (b opaqueBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b opaqueBody) Close() error               { return nil }
+
+// TestHeldHeadWrites counts the writes of requests whose body is an opaque
+// reader, as a proxied one is: a small body of known length goes out with
+// its head in one write (Request.Write alone would flush the head first);
+// a larger or chunked body has its head sent at once, ahead of the body
+// (and a chunked one each chunk as it comes).
+func TestHeldHeadWrites(t *testing.T) {
+	t.Parallel()
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, strconv.FormatInt(n, 10))
+	})
+	for _, tc := range []struct {
+		name   string
+		size   int64
+		length int64 // the request's ContentLength; -1: chunked
+		writes int64
+	}{
+		{"1KB", 1024, 1024, 1},
+		{"largest held", maxHeldBody, maxHeldBody, 1},
+		{"one byte more", maxHeldBody + 1, maxHeldBody + 1, 2},
+		{"chunked", 1024, -1, 3}, // the head, the chunk, the last chunk
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var writes, timeouts atomic.Int64
+			tr, _ := newTransport(t)
+			tr.holdWait = time.Hour // the body is there: a loaded machine must not let the head go alone
+			tr.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if err != nil {
+					return nil, err
+				}
+				return writeCounter{c, &writes, &timeouts}, nil
+			}
+			req := newReq(t, "POST", srv.URL+"/upload", nil)
+			req.Body = opaqueBody{bytes.NewReader(bytes.Repeat([]byte("x"), int(tc.size)))}
+			req.ContentLength = tc.length
+			resp, body := mustDo(t, tr, req)
+			if resp.StatusCode != 200 || body != strconv.FormatInt(tc.size, 10) {
+				t.Fatalf("got %d %q, want 200 %d", resp.StatusCode, body, tc.size)
+			}
+			if w := writes.Load(); w != tc.writes {
+				t.Fatalf("%d writes, want %d", w, tc.writes)
+			}
+		})
+	}
+}
+
+// TestHeldHeadGoesAloneForASlowBody: a small body that has not come yet
+// does not keep its head from the upstream: after holdWait the head goes
+// out alone, and the body follows when it comes.
+func TestHeldHeadGoesAloneForASlowBody(t *testing.T) {
+	t.Parallel()
+	sawHead := make(chan struct{})
+	up := newRawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		close(sawHead)
+		b, _ := io.ReadAll(req.Body)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(b))+"\r\n\r\n"+string(b))
+	})
+	pr, pw := io.Pipe()
+	var late atomic.Bool
+	go func() {
+		select {
+		case <-sawHead:
+		case <-time.After(10 * time.Second):
+			late.Store(true) // the head waited for the body: send it
+		}
+		_, _ = pw.Write([]byte("0123456789"))
+		pw.Close()
+	}()
+	tr, _ := newTransport(t)
+	req := newReq(t, "POST", up.url("/"), nil)
+	req.Body, req.ContentLength = pr, 10
+	resp, body := mustDo(t, tr, req)
+	if late.Load() {
+		t.Fatal("the upstream saw no head until the body came")
+	}
+	if resp.StatusCode != 200 || body != "0123456789" {
+		t.Fatalf("got %d %q, want 200 0123456789", resp.StatusCode, body)
 	}
 }

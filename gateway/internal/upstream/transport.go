@@ -54,7 +54,9 @@ const (
 //
 // A round trip takes an idle connection to the request's host (checking
 // that the upstream has not closed it) or dials a new one, writes the
-// request with Request.Write, and reads the response head with
+// request with Request.Write (the head of a small body of known length in
+// the same write as the body, unless the body is a millisecond late), and
+// reads the response head with
 // ReadResponse, skipping (and reporting through httptrace's Got1xxResponse)
 // informational answers; a request with an Upgrade header that gets 101
 // has the connection as its response body (an io.ReadWriteCloser, as
@@ -94,8 +96,10 @@ type Transport struct {
 	// 30s TCP keep-alives.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	now   func() time.Time // nil means time.Now; tests move it
-	pools sync.Map         // host:port -> *pool
+	now      func() time.Time // nil means time.Now; tests move it
+	holdWait time.Duration    // zero means defaultHoldWait; tests lengthen it
+	pools    sync.Map         // host:port -> *pool
+	hosts    sync.Map         // URL.Host as requested -> *pool
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -111,8 +115,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errors.New("upstream: request URL has no host")
 	}
-	addr := canonicalAddr(req.URL)
-	p := t.pool(addr)
+	p := t.poolFor(req.URL)
 	ctx := req.Context()
 	retryable := req.Body == nil || req.Body == http.NoBody
 	retryable = retryable && isIdempotent(req)
@@ -123,13 +126,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		reused := c != nil
 		if c == nil {
-			nc, err := t.dial(ctx, addr)
+			nc, err := t.dial(ctx, p.addr)
 			if err != nil {
 				closeBody(req)
 				if ctx.Err() != nil {
-					return nil, fmt.Errorf("dialing %s: %w", addr, ctx.Err())
+					return nil, fmt.Errorf("dialing %s: %w", p.addr, ctx.Err())
 				}
-				return nil, fmt.Errorf("dialing %s: %w", addr, err)
+				return nil, fmt.Errorf("dialing %s: %w", p.addr, err)
 			}
 			c = newConn(nc, p)
 		}
@@ -175,7 +178,16 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		out = &withWait
 	}
 	c.watchStall = hasBody
-	werr := out.Write(c.bw)
+	var w io.Writer = c.bw
+	held := wait == nil && t.holdsHead(req)
+	if held {
+		w = heldHead{c}
+		c.holdHead()
+	}
+	werr := out.Write(w)
+	if held {
+		c.releaseHead()
+	}
 	if werr == nil {
 		werr = c.bw.Flush()
 	}
@@ -202,14 +214,15 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 	}
 	if resp == nil {
 		if d := t.ResponseHeaderTimeout; d > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(d))
+			// It stays set past the head until a read needs the
+			// connection again (see connReader.Read): a small answer
+			// is read whole with its head, and its exchange sets
+			// one deadline, not two.
+			c.setReadDeadline(time.Now().Add(d), true)
 		}
 		var err error
 		if resp, err = t.readHead(c, req, trace, false); err != nil {
 			return fail("reading response", err)
-		}
-		if t.ResponseHeaderTimeout > 0 {
-			_ = c.nc.SetReadDeadline(time.Time{})
 		}
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -228,6 +241,54 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 	}
 	resp.Body = b
 	return resp, nil
+}
+
+// maxHeldBody is the largest request body, of a length known in advance,
+// whose head may wait for it to go out in the same write.
+const maxHeldBody = 8 << 10
+
+// defaultHoldWait is how long a held head waits for its body before it
+// goes out alone: a small proxied body has usually come with its head, and
+// is there at once; one the client has not sent yet does not keep the
+// upstream from seeing the request.
+const defaultHoldWait = time.Millisecond
+
+// holdsHead reports whether req's head is held for its body: a body of at
+// most maxHeldBody bytes whose length is known, and that NewRequest did not
+// make replayable (GetBody): such a body is in memory, and Request.Write
+// sends it with its head anyway. Larger, chunked and streamed bodies have
+// their head sent at once, so that the upstream can answer before the body
+// is whole.
+func (t *Transport) holdsHead(req *http.Request) bool {
+	return req.ContentLength > 0 && req.ContentLength <= maxHeldBody && len(req.TransferEncoding) == 0 && req.GetBody == nil
+}
+
+// heldHead writes to the connection's buffer under a type that
+// Request.Write does not know: to a *bufio.Writer, it flushes the head of a
+// request whose body is not an in-memory reader (a proxied one never is)
+// before copying the body, a write of its own. Through heldHead the head
+// stays in the buffer with the body, and exchange flushes both at once,
+// unless the body is slower than the hold wait (see conn.holdHead). Its writes
+// hold holdMu against that flush; it has no ReadFrom, so the body is read
+// outside the buffer and the lock.
+type heldHead struct{ c *conn }
+
+func (h heldHead) Write(p []byte) (int, error) {
+	h.c.holdMu.Lock()
+	defer h.c.holdMu.Unlock()
+	return h.c.bw.Write(p)
+}
+
+func (h heldHead) WriteString(s string) (int, error) {
+	h.c.holdMu.Lock()
+	defer h.c.holdMu.Unlock()
+	return h.c.bw.WriteString(s)
+}
+
+func (h heldHead) WriteByte(b byte) error {
+	h.c.holdMu.Lock()
+	defer h.c.holdMu.Unlock()
+	return h.c.bw.WriteByte(b)
 }
 
 // readHead reads the response head, passing informational answers to the
@@ -313,9 +374,9 @@ func (w *continueWait) wait() error {
 		return err
 	}
 	before := c.nread
-	_ = c.nc.SetReadDeadline(time.Now().Add(w.t.expectContinueTimeout()))
+	c.setReadDeadline(time.Now().Add(w.t.expectContinueTimeout()), false)
 	r, err := w.t.readHead(c, w.req, w.trace, true)
-	_ = c.nc.SetReadDeadline(time.Time{})
+	c.setReadDeadline(time.Time{}, false)
 	switch {
 	case err == nil && r.StatusCode == http.StatusContinue:
 		return nil
@@ -384,11 +445,22 @@ func (b *body) finish(ok bool) {
 	c.close()
 }
 
+// poolFor returns the pool of u's host, found by u.Host as written so that
+// a request does not build its host:port again.
+func (t *Transport) poolFor(u *url.URL) *pool {
+	if p, ok := t.hosts.Load(u.Host); ok {
+		return p.(*pool)
+	}
+	p := t.pool(canonicalAddr(u))
+	t.hosts.Store(u.Host, p)
+	return p
+}
+
 func (t *Transport) pool(addr string) *pool {
 	if p, ok := t.pools.Load(addr); ok {
 		return p.(*pool)
 	}
-	p, _ := t.pools.LoadOrStore(addr, &pool{t: t})
+	p, _ := t.pools.LoadOrStore(addr, &pool{t: t, addr: addr})
 	return p.(*pool)
 }
 
@@ -465,6 +537,7 @@ func (t *Transport) IdleConns(addr string) int {
 // pool holds the idle connections to one upstream, most recently used last.
 type pool struct {
 	t     *Transport
+	addr  string // host:port
 	mu    sync.Mutex
 	idle  []*conn
 	timer *time.Timer // reaps expired connections while any are idle
@@ -568,8 +641,20 @@ type conn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	peek     [1]byte
+	peekFn   func(fd uintptr) // c.peekFD, made once
+	peekOK   bool
 	closed   atomic.Bool
 	reusable bool
+
+	// A held head (see heldHead) and its flush when the body is slow.
+	holdMu    sync.Mutex
+	holdTimer *time.Timer
+	holdDone  chan struct{}
+
+	// headDeadline: the read deadline set for the response head may
+	// still be in force, to be cleared before the next read that is
+	// not of a head.
+	headDeadline bool
 
 	idleSince  time.Time
 	nread      int64 // bytes read in the current exchange
@@ -581,6 +666,7 @@ func newConn(nc net.Conn, p *pool) *conn {
 	c := &conn{nc: nc, pool: p, reusable: true, limit: -1}
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
+		c.peekFn = c.peekFD
 	}
 	c.br = bufio.NewReaderSize(connReader{c}, defaultBufferSize)
 	c.bw = bufio.NewWriterSize(connWriter{c}, defaultBufferSize)
@@ -603,7 +689,44 @@ func (c *conn) alive() bool {
 	if c.raw == nil {
 		return true
 	}
-	return peekAlive(c.raw, c.peek[:])
+	return c.peekAlive()
+}
+
+// holdHead arms the flush of a held head: if the request is not written
+// within the hold wait (its body is slow to come), what is buffered goes out.
+// The timer is made once per connection.
+func (c *conn) holdHead() {
+	d := c.pool.t.holdWait
+	if d <= 0 {
+		d = defaultHoldWait
+	}
+	if c.holdTimer == nil {
+		c.holdDone = make(chan struct{}, 1)
+		c.holdTimer = time.AfterFunc(d, c.flushHeld)
+		return
+	}
+	c.holdTimer.Reset(d)
+}
+
+// releaseHead disarms the flush of holdHead, or waits for it to end.
+func (c *conn) releaseHead() {
+	if !c.holdTimer.Stop() {
+		<-c.holdDone
+	}
+}
+
+func (c *conn) flushHeld() {
+	c.holdMu.Lock()
+	_ = c.bw.Flush() // an error stays in bw for the request's next write
+	c.holdMu.Unlock()
+	c.holdDone <- struct{}{}
+}
+
+// setReadDeadline sets the connection's read deadline; head says that it
+// bounds a response head, and may be left in force after it.
+func (c *conn) setReadDeadline(t time.Time, head bool) {
+	c.headDeadline = head
+	_ = c.nc.SetReadDeadline(t)
 }
 
 // answered reports whether the upstream has sent something to read,
@@ -612,9 +735,9 @@ func (c *conn) answered(d time.Duration) bool {
 	if c.br.Buffered() > 0 {
 		return true
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	c.setReadDeadline(time.Now().Add(d), false)
 	_, err := c.br.Peek(1)
-	_ = c.nc.SetReadDeadline(time.Time{})
+	c.setReadDeadline(time.Time{}, false)
 	return err == nil
 }
 
@@ -622,6 +745,11 @@ type connReader struct{ c *conn }
 
 func (r connReader) Read(p []byte) (int, error) {
 	c := r.c
+	if c.limit < 0 && c.headDeadline {
+		// Past the head (a body, an upgraded stream): its reads
+		// have no deadline of the Transport's.
+		c.setReadDeadline(time.Time{}, false)
+	}
 	if c.limit >= 0 {
 		if c.limit == 0 {
 			return 0, errors.New("response head too large")
