@@ -78,17 +78,6 @@ type Store struct {
 
 var _ limiter.Store = (*Store)(nil)
 
-// A shard's map is keyed by the entry key's hash, the one hash a call
-// computes (it also picks the shard); entries whose keys share a hash are
-// chained.
-type shard struct {
-	mu       sync.Mutex
-	m        map[uint64]keyState
-	n        int      // entries held, chains included
-	capacity int      // this shard's part of MaxKeys
-	_        [32]byte // keep shards on separate cache lines
-}
-
 // entryKey identifies one key of one policy shape: a policy whose algorithm
 // or window changes starts afresh instead of misreading old state.
 type entryKey struct {
@@ -104,7 +93,7 @@ type entryKey struct {
 type entry struct {
 	key      entryKey
 	hash     uint64
-	next     keyState // the next entry whose key has the same hash
+	state    keyState // the entry whose part this is: the algorithm's
 	lastSeen int64    // ns
 	drained  int64    // ns: from then on the entry holds nothing worth keeping
 	rejected int64
@@ -132,7 +121,6 @@ func New(opts Options) *Store {
 		if i < maxKeys%shardCount {
 			s.shards[i].capacity++
 		}
-		s.shards[i].m = make(map[uint64]keyState)
 	}
 	s.counters = newMemCounters(s)
 	s.hist = make(map[string]map[int64]*minute)
@@ -196,25 +184,6 @@ func (s *Store) sweepLoop(interval time.Duration) {
 	}
 }
 
-// Sweep removes every key that has drained.
-func (s *Store) Sweep() {
-	now := s.clock().UnixNano()
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		for _, head := range sh.m {
-			for e := head; e != nil; {
-				next := e.base().next
-				if e.base().drained <= now {
-					sh.remove(e)
-				}
-				e = next
-			}
-		}
-		sh.mu.Unlock()
-	}
-}
-
 // Len returns the number of keys held.
 func (s *Store) Len() int {
 	n := 0
@@ -227,88 +196,8 @@ func (s *Store) Len() int {
 	return n
 }
 
-// locate hashes k, once per call, and returns its shard and its hash.
-func (s *Store) locate(k entryKey) (*shard, uint64) {
-	h := maphash.Comparable(s.seed, k)
-	return &s.shards[h%shardCount], h
-}
-
-func keyOf(p *limiter.Policy, key string) entryKey {
-	return entryKey{policy: p.Name, algorithm: p.AlgorithmID(), window: p.Window, buckets: p.Buckets, key: limiter.StoreKey(key)}
-}
-
-// lookup returns the entry for k, creating it with mk when mk is not nil.
-// A drained entry is replaced, so stale state never leaks into a new
-// window. The shard's lock must be held.
-func (sh *shard) lookup(k entryKey, h uint64, now int64, mk func() keyState) keyState {
-	e := sh.find(k, h)
-	if e != nil && e.base().drained <= now {
-		sh.remove(e)
-		e = nil
-	}
-	if e == nil && mk != nil {
-		if sh.n >= sh.capacity {
-			sh.evict(now)
-		}
-		e = mk()
-		*e.base() = entry{key: k, hash: h, next: sh.m[h]}
-		sh.m[h] = e
-		sh.n++
-	}
-	return e
-}
-
-// find returns the entry of k, or nil. The shard's lock must be held.
-func (sh *shard) find(k entryKey, h uint64) keyState {
-	for e := sh.m[h]; e != nil; e = e.base().next {
-		if e.base().key == k {
-			return e
-		}
-	}
-	return nil
-}
-
-// remove unlinks e. The shard's lock must be held.
-func (sh *shard) remove(e keyState) {
-	b := e.base()
-	if head := sh.m[b.hash]; head == e {
-		if b.next == nil {
-			delete(sh.m, b.hash)
-		} else {
-			sh.m[b.hash] = b.next
-		}
-	} else {
-		for p := head; p != nil; p = p.base().next {
-			if p.base().next == e {
-				p.base().next = b.next
-				break
-			}
-		}
-	}
-	b.next = nil
-	sh.n--
-}
-
-// evict removes the least recently seen entry of a random sample, or the
-// first drained one found.
-func (sh *shard) evict(now int64) {
-	var victim keyState
-	oldest, n := int64(1<<63-1), 0
-	for _, e := range sh.m {
-		if e.base().drained <= now {
-			victim = e
-			break
-		}
-		if e.base().lastSeen < oldest {
-			victim, oldest = e, e.base().lastSeen
-		}
-		if n++; n >= evictSample {
-			break
-		}
-	}
-	if victim != nil {
-		sh.remove(victim)
-	}
+func keyOf(p *limiter.Policy, storeKey string) entryKey {
+	return entryKey{policy: p.Name, algorithm: p.AlgorithmID(), window: p.Window, buckets: p.Buckets, key: storeKey}
 }
 
 // Allow implements limiter.Store.
@@ -320,20 +209,19 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		return limiter.Decision{}, err // a caller that has gone is charged nothing
 	}
 	limit := p.LimitFor(key)
-	k := keyOf(p, key)
-	sh, h := s.locate(k)
+	sh, h, sk := s.locate(key)
+	k := keyOf(p, sk)
 	now := s.now()
 	sh.mu.Lock()
-	st := sh.lookup(k, h, now, func() keyState { return newState[k.algorithm](p) })
-	d := st.allow(now, p, key, limit, cost)
-	e := st.base()
+	e := sh.lookup(k, h, now, func() keyState { return newState[k.algorithm](p) })
+	d := e.state.allow(now, p, key, limit, cost)
 	e.lastSeen = now
 	if !d.Allowed {
 		e.rejected++
 	}
 	e.drained = max(e.drained, now+int64(max(d.ResetAfter, d.RetryAfter, p.Window)))
 	sh.mu.Unlock()
-	s.top.Observe(p, k.key, now)
+	s.top.ObserveHash(p, sk, h, now)
 	return d, nil
 }
 
@@ -342,13 +230,13 @@ func (s *Store) Refund(ctx context.Context, p *limiter.Policy, key string, c lim
 	if c.Cost <= 0 {
 		return nil
 	}
-	k := keyOf(p, key)
-	sh, h := s.locate(k)
+	sh, h, sk := s.locate(key)
+	k := keyOf(p, sk)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
 	if e := sh.lookup(k, h, now, nil); e != nil {
-		e.refund(now, p, key, c)
+		e.state.refund(now, p, key, c)
 	}
 	return nil
 }
@@ -358,8 +246,8 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 	if err := ctx.Err(); err != nil {
 		return limiter.Usage{}, err
 	}
-	k := keyOf(p, key)
-	sh, h := s.locate(k)
+	sh, h, sk := s.locate(key)
+	k := keyOf(p, sk)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := s.now()
@@ -367,19 +255,22 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 }
 
 // usage reads e, or a new entry when e is nil: an unseen key.
-func (s *Store) usage(p *limiter.Policy, k entryKey, e keyState, now int64) limiter.Usage {
-	if e == nil {
-		e = newState[k.algorithm](p)
+func (s *Store) usage(p *limiter.Policy, k entryKey, e *entry, now int64) limiter.Usage {
+	var st keyState
+	if e != nil {
+		st = e.state
+	} else {
+		st = newState[k.algorithm](p)
 	}
 	limit := p.LimitFor(k.key)
-	d := e.peek(now, p, k.key, limit)
-	return limiter.Usage{Key: k.key, Limit: limit, Count: d.Count, Remaining: d.Remaining, ResetAfter: d.ResetAfter, Rejected: e.base().rejected}
+	d := st.peek(now, p, k.key, limit)
+	return limiter.Usage{Key: k.key, Limit: limit, Count: d.Count, Remaining: d.Remaining, ResetAfter: d.ResetAfter, Rejected: st.base().rejected}
 }
 
 // Reset implements limiter.Store.
 func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error {
-	k := keyOf(p, key)
-	sh, h := s.locate(k)
+	sh, h, sk := s.locate(key)
+	k := keyOf(p, sk)
 	sh.mu.Lock()
 	if e := sh.find(k, h); e != nil {
 		sh.remove(e)

@@ -93,7 +93,9 @@ type stripe struct {
 	slot   int64
 	sum    *summary
 	sketch *Sketch
-	_      [40]byte // keep stripes on separate cache lines
+	// Keep stripes on separate cache lines (and line pairs, which
+	// prefetchers fetch together), however the array is aligned.
+	_ [96]byte
 }
 
 type slotState struct {
@@ -168,7 +170,15 @@ func (ps *policyState) live() bool { return ps.alive.Load() }
 // Observe counts one request for storeKey under p at now (ns since the
 // epoch).
 func (t *Tracker) Observe(p *limiter.Policy, storeKey string, now int64) {
-	h := Hash(storeKey)
+	t.ObserveHash(p, storeKey, Hash(storeKey), now)
+}
+
+// ObserveHash is Observe for a caller that has hashed storeKey already: h
+// must be the same function of the key in every call on t, and Hash when
+// the views are merged with other processes' (the Redis store). A store
+// that keeps its views in process may pass its own, seeded hash, and hash
+// each key once per call.
+func (t *Tracker) ObserveHash(p *limiter.Policy, storeKey string, h uint64, now int64) {
 	ps := t.state(p)
 	st := &ps.stripes[h>>62]
 	st.mu.Lock()
