@@ -168,12 +168,13 @@ func (s *summary) bump(e int32) {
 	s.link(e, nb)
 }
 
-// add counts one request for key, whose Hash is h.
-func (s *summary) add(key string, h uint64) {
+// add counts one request for key, whose Hash is h, and reports whether
+// s held key already.
+func (s *summary) add(key string, h uint64) (held bool) {
 	s.total++
 	if e := s.find(key, h); e >= 0 {
 		s.bump(e)
-		return
+		return true
 	}
 	if len(s.keys) < s.size {
 		e := int32(len(s.keys))
@@ -188,7 +189,7 @@ func (s *summary) add(key string, h uint64) {
 		}
 		s.link(e, b)
 		s.insert(e)
-		return
+		return false
 	}
 	s.full = true
 	e := s.head[s.lowest]
@@ -196,6 +197,7 @@ func (s *summary) add(key string, h uint64) {
 	s.keys[e], s.hash[e] = key, h
 	s.insert(e)
 	s.bump(e)
+	return false
 }
 
 // counter returns entry e's counter.

@@ -304,3 +304,32 @@ func BenchmarkObserve(b *testing.B) {
 		b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
 	})
 }
+
+// TestObserveSketchSkipsHeldKeys: the active-key estimate is the sketch of
+// every key observed, though a key the summary already holds is not added
+// again, including keys that lost their counter and came back, across a
+// slot boundary.
+func TestObserveSketchSkipsHeldKeys(t *testing.T) {
+	t.Parallel()
+	p := &limiter.Policy{Name: "p", Limit: 1, Window: time.Minute}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tr := New(4, true) // 16 keys per stripe summary: keys are pushed out and return
+	var want Sketch
+	r := rand.New(rand.NewPCG(3, 4))
+	now := int64(time.Hour)
+	for i := range 50_000 {
+		if i == 25_000 {
+			now += int64(SlotLen(p)) // the next slot: summaries and sketches are emptied
+		}
+		k := "k" + strconv.Itoa(r.IntN(300))
+		tr.Observe(p, k, now)
+		want.Add(Hash(k))
+	}
+	tr.Flush(now, nil)
+	_, active, total := tr.Candidates(p, now)
+	if active != want.Count() || total != 50_000 {
+		t.Fatalf("active %d total %d, want %d and 50000", active, total, want.Count())
+	}
+}

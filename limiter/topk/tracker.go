@@ -195,8 +195,11 @@ func (t *Tracker) ObserveHash(p *limiter.Policy, storeKey string, h uint64, now 
 		}
 		st.slot = slot
 	}
-	st.sum.add(storeKey, h)
-	st.sketch.Add(h)
+	// A key the summary holds was added to the sketch since both were
+	// last emptied (retire), and adding it again changes nothing.
+	if !st.sum.add(storeKey, h) {
+		st.sketch.Add(h)
+	}
 	st.mu.Unlock()
 }
 
