@@ -36,12 +36,17 @@ var newState = [limiter.NumAlgorithms]func(p *limiter.Policy) keyState{
 // in the entry itself for up to DefaultBuckets buckets.
 type windowEntry struct {
 	entry
-	ring   []algo.Bucket
-	inline [limiter.DefaultBuckets + 1]algo.Bucket
+	win algo.Window // the policy's, whose shape the entry key fixes
+	// The bucket of the last call, its start (ns) and its slot: while
+	// calls fall in it, finding now's bucket takes no division.
+	cur, start int64
+	slot       int
+	ring       []algo.Bucket
+	inline     [limiter.DefaultBuckets + 1]algo.Bucket
 }
 
 func newWindowEntry(p *limiter.Policy) keyState {
-	w := new(windowEntry)
+	w := &windowEntry{win: algo.WindowOf(p, time.Nanosecond), cur: -1}
 	if n := p.Buckets + 1; n <= len(w.inline) {
 		w.ring = w.inline[:n]
 	} else {
@@ -52,13 +57,22 @@ func newWindowEntry(p *limiter.Policy) keyState {
 
 func (w *windowEntry) base() *entry { return &w.entry }
 
-func (w *windowEntry) allow(now int64, p *limiter.Policy, _ string, limit, cost int64) limiter.Decision {
-	win := algo.WindowOf(p, time.Nanosecond)
-	v := win.View(w.ring, now)
+// bucket returns now's bucket and its slot in the ring.
+func (w *windowEntry) bucket(now int64) (int64, *algo.Bucket) {
+	if now-w.start >= w.win.Size || now < w.start || w.cur < 0 {
+		w.cur = now / w.win.Size
+		w.start = w.cur * w.win.Size
+		w.slot = int(w.cur % int64(len(w.ring)))
+	}
+	return w.cur, &w.ring[w.slot]
+}
+
+func (w *windowEntry) allow(now int64, _ *limiter.Policy, _ string, limit, cost int64) limiter.Decision {
+	win := w.win
+	c, b := w.bucket(now)
+	v := win.ViewAt(w.ring, now, c)
 	d := limiter.Decision{Limit: limit}
 	if win.Fits(v, limit, cost) {
-		c := now / win.Size
-		b := &w.ring[c%int64(len(w.ring))]
 		if b.Index != c {
 			*b = algo.Bucket{Index: c}
 		}
@@ -74,15 +88,14 @@ func (w *windowEntry) allow(now int64, p *limiter.Policy, _ string, limit, cost 
 	return d
 }
 
-func (w *windowEntry) peek(now int64, p *limiter.Policy, _ string, limit int64) limiter.Decision {
-	win := algo.WindowOf(p, time.Nanosecond)
+func (w *windowEntry) peek(now int64, _ *limiter.Policy, _ string, limit int64) limiter.Decision {
 	d := limiter.Decision{Limit: limit}
-	win.Fill(&d, win.View(w.ring, now), now, limit)
+	w.win.Fill(&d, w.win.View(w.ring, now), now, limit)
 	return d
 }
 
-func (w *windowEntry) refund(_ int64, p *limiter.Policy, _ string, c limiter.Charge) {
-	ix := c.At / algo.WindowOf(p, time.Nanosecond).Size
+func (w *windowEntry) refund(_ int64, _ *limiter.Policy, _ string, c limiter.Charge) {
+	ix := c.At / w.win.Size
 	if b := &w.ring[ix%int64(len(w.ring))]; b.Index == ix {
 		b.Count = max(0, b.Count-c.Cost)
 	}

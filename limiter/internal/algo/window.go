@@ -42,7 +42,11 @@ type WindowView struct {
 // View sums buckets at time now (in ticks). Buckets older than the window
 // are ignored; buckets ahead of now (another clock) count as inside.
 func (w Window) View(buckets []Bucket, now int64) WindowView {
-	c := now / w.Size
+	return w.ViewAt(buckets, now, now/w.Size)
+}
+
+// ViewAt is View for a caller that knows now's bucket, c = now / Size.
+func (w Window) ViewAt(buckets []Bucket, now, c int64) WindowView {
 	k := int64(w.Buckets)
 	v := WindowView{Frac: float64((c+1)*w.Size-now) / float64(w.Size), Newest: -1}
 	for _, b := range buckets {
