@@ -303,6 +303,19 @@ func BenchmarkObserve(b *testing.B) {
 		})
 		b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
 	})
+	// 4096 keys, each held by its stripe's summary: the path of a
+	// gateway whose keys fit (and of benchmarks/decisions).
+	b.Run("held", func(b *testing.B) {
+		tr := New(0, false)
+		b.ReportAllocs()
+		c0 := cpuTime()
+		i := 0
+		for b.Loop() {
+			tr.Observe(p, keys[i%4096], now)
+			i++
+		}
+		b.ReportMetric(float64(cpuTime()-c0)/float64(b.N), "cpu-ns/op")
+	})
 }
 
 // TestObserveSketchSkipsHeldKeys: the active-key estimate is the sketch of

@@ -3,7 +3,8 @@
 // per-process half of a store's key listing (see limiter.Store.Keys).
 //
 // A Tracker counts every request in process: per policy, four stripes
-// (picked by the key's Hash) each hold a Space-Saving summary of 4K keys
+// (picked by the key's hash: Hash, or for a tracker whose views stay in
+// process, the store's own, see ObserveHash) each hold a Space-Saving summary of 4K keys
 // and a HyperLogLog Sketch, behind the stripe's own mutex. Observe
 // allocates nothing and costs under 100ns of CPU (BenchmarkObserve). Time is cut into slots of
 // a tenth of the policy's window (at least a second); Flush moves the
