@@ -10,28 +10,39 @@ package topk
 // It is the paper's Stream-Summary: keys with equal counters share a
 // bucket, and the buckets form a list in increasing order, so counting a
 // request moves one key to the next bucket in O(1). Keys are found through
-// an open-addressing table on their Hash. Everything lives in slices of
-// int32 indices, so once the summary has filled up, counting allocates
-// nothing. A summary is not safe for concurrent use.
+// an open-addressing table on their Hash, whose slots hold the low half of
+// the hash beside the entry, so a probe reads no other entry. Everything
+// lives in slices indexed by int32, each entry's and each bucket's links
+// side by side, so once the summary has filled up, counting allocates
+// nothing and touches few cache lines. A summary is not safe for
+// concurrent use.
 type summary struct {
 	size int
 	// Per entry.
-	keys   []string
-	hash   []uint64
-	bucket []int32
-	prev   []int32 // neighbours in the bucket's entry list; -1 ends it
-	next   []int32
+	keys []string
+	hash []uint64
+	link []entryLinks
 	// Per bucket: a free list reuses them.
-	count  []int64
-	head   []int32 // first entry
-	bprev  []int32 // neighbouring buckets, in increasing count; -1 ends it
-	bnext  []int32
-	free   int32   // first free bucket, chained through bnext
-	lowest int32   // the bucket of the smallest counter, -1 when empty
-	table  []int32 // entry index + 1 by hash, linear probing; 0 is free
+	bk     []bucket
+	free   int32    // first free bucket, chained through next
+	lowest int32    // the bucket of the smallest counter, -1 when empty
+	table  []uint64 // by hash, linear probing: hash's low 32 bits << 32 | entry index + 1; 0 is free
 	mask   uint64
 	total  int64
 	full   bool // a key has taken another's counter
+}
+
+// entryLinks place an entry in its bucket's list.
+type entryLinks struct {
+	bucket     int32
+	prev, next int32 // neighbours in the bucket's entry list; -1 ends it
+}
+
+// bucket is a counter value shared by a list of entries.
+type bucket struct {
+	count      int64
+	head       int32 // first entry
+	prev, next int32 // neighbouring buckets, in increasing count; -1 ends it
 }
 
 func newSummary(size int) *summary {
@@ -39,34 +50,40 @@ func newSummary(size int) *summary {
 	for n < 4*size {
 		n <<= 1
 	}
-	return &summary{size: size, table: make([]int32, n), mask: uint64(n - 1), free: -1, lowest: -1}
+	return &summary{size: size, table: make([]uint64, n), mask: uint64(n - 1), free: -1, lowest: -1}
 }
+
+// slotOf is the table word of entry e, whose hash is h.
+func slotOf(e int32, h uint64) uint64 { return uint64(uint32(h))<<32 | uint64(e+1) }
 
 func (s *summary) find(key string, h uint64) int32 {
 	for i := h & s.mask; ; i = (i + 1) & s.mask {
-		e := s.table[i] - 1
-		if e < 0 {
+		w := s.table[i]
+		if w == 0 {
 			return -1
 		}
-		if s.hash[e] == h && s.keys[e] == key {
-			return e
+		if uint32(w>>32) == uint32(h) {
+			if e := int32(uint32(w)) - 1; s.keys[e] == key {
+				return e
+			}
 		}
 	}
 }
 
 func (s *summary) insert(e int32) {
-	i := s.hash[e] & s.mask
+	h := s.hash[e]
+	i := h & s.mask
 	for s.table[i] != 0 {
 		i = (i + 1) & s.mask
 	}
-	s.table[i] = e + 1
+	s.table[i] = slotOf(e, h)
 }
 
 // remove takes entry e out of the table, shifting later entries of its
 // probe run back so that no tombstone is left.
 func (s *summary) remove(e int32) {
 	i := s.hash[e] & s.mask
-	for s.table[i] != e+1 {
+	for int32(uint32(s.table[i]))-1 != e {
 		i = (i + 1) & s.mask
 	}
 	for {
@@ -74,15 +91,15 @@ func (s *summary) remove(e int32) {
 		j := i
 		for {
 			j = (j + 1) & s.mask
-			f := s.table[j] - 1
-			if f < 0 {
+			w := s.table[j]
+			if w == 0 {
 				return
 			}
-			home := s.hash[f] & s.mask
-			// f may move into the hole at i unless its home lies
-			// cyclically in (i, j].
+			home := (w >> 32) & s.mask // the mask is below 2^32
+			// The entry at j may move into the hole at i unless its home
+			// lies cyclically in (i, j].
 			if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
-				s.table[i] = f + 1
+				s.table[i] = w
 				i = j
 				break
 			}
@@ -95,26 +112,23 @@ func (s *summary) remove(e int32) {
 func (s *summary) newBucket(c int64, after int32) int32 {
 	b := s.free
 	if b >= 0 {
-		s.free = s.bnext[b]
-		s.count[b], s.head[b] = c, -1
+		s.free = s.bk[b].next
+		s.bk[b].count, s.bk[b].head = c, -1
 	} else {
-		b = int32(len(s.count))
-		s.count = append(s.count, c)
-		s.head = append(s.head, -1)
-		s.bprev = append(s.bprev, -1)
-		s.bnext = append(s.bnext, -1)
+		b = int32(len(s.bk))
+		s.bk = append(s.bk, bucket{count: c, head: -1, prev: -1, next: -1})
 	}
 	var nx int32
 	if after < 0 {
 		nx = s.lowest
 		s.lowest = b
 	} else {
-		nx = s.bnext[after]
-		s.bnext[after] = b
+		nx = s.bk[after].next
+		s.bk[after].next = b
 	}
-	s.bprev[b], s.bnext[b] = after, nx
+	s.bk[b].prev, s.bk[b].next = after, nx
 	if nx >= 0 {
-		s.bprev[nx] = b
+		s.bk[nx].prev = b
 	}
 	return b
 }
@@ -122,50 +136,51 @@ func (s *summary) newBucket(c int64, after int32) int32 {
 // unlink takes entry e out of its bucket, freeing the bucket when it
 // empties.
 func (s *summary) unlink(e int32) {
-	b := s.bucket[e]
-	if p := s.prev[e]; p >= 0 {
-		s.next[p] = s.next[e]
+	l := &s.link[e]
+	bk := &s.bk[l.bucket]
+	if p := l.prev; p >= 0 {
+		s.link[p].next = l.next
 	} else {
-		s.head[b] = s.next[e]
+		bk.head = l.next
 	}
-	if n := s.next[e]; n >= 0 {
-		s.prev[n] = s.prev[e]
+	if n := l.next; n >= 0 {
+		s.link[n].prev = l.prev
 	}
-	if s.head[b] >= 0 {
+	if bk.head >= 0 {
 		return
 	}
-	p, n := s.bprev[b], s.bnext[b]
+	p, n := bk.prev, bk.next
 	if p >= 0 {
-		s.bnext[p] = n
+		s.bk[p].next = n
 	} else {
 		s.lowest = n
 	}
 	if n >= 0 {
-		s.bprev[n] = p
+		s.bk[n].prev = p
 	}
-	s.bnext[b] = s.free
-	s.free = b
+	bk.next = s.free
+	s.free = l.bucket
 }
 
-func (s *summary) link(e, b int32) {
-	s.bucket[e] = b
-	s.prev[e], s.next[e] = -1, s.head[b]
-	if h := s.head[b]; h >= 0 {
-		s.prev[h] = e
+func (s *summary) linkTo(e, b int32) {
+	h := s.bk[b].head
+	s.link[e] = entryLinks{bucket: b, prev: -1, next: h}
+	if h >= 0 {
+		s.link[h].prev = e
 	}
-	s.head[b] = e
+	s.bk[b].head = e
 }
 
 // bump adds one to entry e's counter.
 func (s *summary) bump(e int32) {
-	b := s.bucket[e]
-	c := s.count[b] + 1
-	nb := s.bnext[b]
-	if nb < 0 || s.count[nb] != c {
+	b := s.link[e].bucket
+	c := s.bk[b].count + 1
+	nb := s.bk[b].next
+	if nb < 0 || s.bk[nb].count != c {
 		nb = s.newBucket(c, b)
 	}
 	s.unlink(e)
-	s.link(e, nb)
+	s.linkTo(e, nb)
 }
 
 // add counts one request for key, whose Hash is h, and reports whether
@@ -180,19 +195,17 @@ func (s *summary) add(key string, h uint64) (held bool) {
 		e := int32(len(s.keys))
 		s.keys = append(s.keys, key)
 		s.hash = append(s.hash, h)
-		s.bucket = append(s.bucket, -1)
-		s.prev = append(s.prev, -1)
-		s.next = append(s.next, -1)
+		s.link = append(s.link, entryLinks{-1, -1, -1})
 		b := s.lowest
-		if b < 0 || s.count[b] != 1 {
+		if b < 0 || s.bk[b].count != 1 {
 			b = s.newBucket(1, -1)
 		}
-		s.link(e, b)
+		s.linkTo(e, b)
 		s.insert(e)
 		return false
 	}
 	s.full = true
-	e := s.head[s.lowest]
+	e := s.bk[s.lowest].head
 	s.remove(e)
 	s.keys[e], s.hash[e] = key, h
 	s.insert(e)
@@ -201,7 +214,7 @@ func (s *summary) add(key string, h uint64) (held bool) {
 }
 
 // counter returns entry e's counter.
-func (s *summary) counter(e int) int64 { return s.count[s.bucket[e]] }
+func (s *summary) counter(e int) int64 { return s.bk[s.link[e].bucket].count }
 
 // floor is the smallest counter once a key has taken another's counter,
 // and 0 before (the counters are then exact): every counter overestimates
@@ -210,7 +223,7 @@ func (s *summary) floor() int64 {
 	if !s.full {
 		return 0
 	}
-	return s.count[s.lowest]
+	return s.bk[s.lowest].count
 }
 
 // drain calls fn with each held key and its counter minus floor (a count
@@ -224,8 +237,7 @@ func (s *summary) drain(fn func(key string, n int64)) {
 		}
 	}
 	clear(s.keys) // let the strings go
-	s.keys, s.hash, s.bucket, s.prev, s.next = s.keys[:0], s.hash[:0], s.bucket[:0], s.prev[:0], s.next[:0]
-	s.count, s.head, s.bprev, s.bnext = s.count[:0], s.head[:0], s.bprev[:0], s.bnext[:0]
+	s.keys, s.hash, s.link, s.bk = s.keys[:0], s.hash[:0], s.link[:0], s.bk[:0]
 	s.free, s.lowest = -1, -1
 	clear(s.table)
 	s.total, s.full = 0, false
