@@ -36,17 +36,17 @@ var newState = [limiter.NumAlgorithms]func(p *limiter.Policy) keyState{
 // in the entry itself for up to DefaultBuckets buckets.
 type windowEntry struct {
 	entry
-	win algo.Window // the policy's, whose shape the entry key fixes
-	// The bucket of the last call, its start (ns) and its slot: while
-	// calls fall in it, finding now's bucket takes no division.
-	cur, start int64
-	slot       int
-	ring       []algo.Bucket
-	inline     [limiter.DefaultBuckets + 1]algo.Bucket
+	size int64 // the bucket size (ns), which the entry key fixes
+	// The bucket of the last call and its slot: while calls fall in it,
+	// finding now's bucket takes no division.
+	cur    int64
+	slot   int
+	ring   []algo.Bucket
+	inline [limiter.DefaultBuckets + 1]algo.Bucket
 }
 
 func newWindowEntry(p *limiter.Policy) keyState {
-	w := &windowEntry{win: algo.WindowOf(p, time.Nanosecond), cur: -1}
+	w := &windowEntry{size: algo.WindowOf(p, time.Nanosecond).Size, cur: -1}
 	if n := p.Buckets + 1; n <= len(w.inline) {
 		w.ring = w.inline[:n]
 	} else {
@@ -57,18 +57,22 @@ func newWindowEntry(p *limiter.Policy) keyState {
 
 func (w *windowEntry) base() *entry { return &w.entry }
 
+// win is the entry's arithmetic.
+func (w *windowEntry) win() algo.Window {
+	return algo.Window{Size: w.size, Buckets: len(w.ring) - 1, Tick: time.Nanosecond}
+}
+
 // bucket returns now's bucket and its slot in the ring.
 func (w *windowEntry) bucket(now int64) (int64, *algo.Bucket) {
-	if now-w.start >= w.win.Size || now < w.start || w.cur < 0 {
-		w.cur = now / w.win.Size
-		w.start = w.cur * w.win.Size
+	if d := now - w.cur*w.size; d < 0 || d >= w.size || w.cur < 0 {
+		w.cur = now / w.size
 		w.slot = int(w.cur % int64(len(w.ring)))
 	}
 	return w.cur, &w.ring[w.slot]
 }
 
 func (w *windowEntry) allow(now int64, _ *limiter.Policy, _ string, limit, cost int64) limiter.Decision {
-	win := w.win
+	win := w.win()
 	c, b := w.bucket(now)
 	v := win.ViewAt(w.ring, now, c)
 	d := limiter.Decision{Limit: limit}
@@ -90,12 +94,13 @@ func (w *windowEntry) allow(now int64, _ *limiter.Policy, _ string, limit, cost 
 
 func (w *windowEntry) peek(now int64, _ *limiter.Policy, _ string, limit int64) limiter.Decision {
 	d := limiter.Decision{Limit: limit}
-	w.win.Fill(&d, w.win.View(w.ring, now), now, limit)
+	win := w.win()
+	win.Fill(&d, win.View(w.ring, now), now, limit)
 	return d
 }
 
 func (w *windowEntry) refund(_ int64, _ *limiter.Policy, _ string, c limiter.Charge) {
-	ix := c.At / w.win.Size
+	ix := c.At / w.size
 	if b := &w.ring[ix%int64(len(w.ring))]; b.Index == ix {
 		b.Count = max(0, b.Count-c.Cost)
 	}

@@ -92,7 +92,6 @@ type entryKey struct {
 // algorithm's entry type (algorithms.go) embeds it.
 type entry struct {
 	key      entryKey
-	hash     uint64
 	state    keyState // the entry whose part this is: the algorithm's
 	lastSeen int64    // ns
 	drained  int64    // ns: from then on the entry holds nothing worth keeping
@@ -272,8 +271,8 @@ func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error 
 	sh, h, sk := s.locate(key)
 	k := keyOf(p, sk)
 	sh.mu.Lock()
-	if e := sh.find(k, h); e != nil {
-		sh.remove(e)
+	if i := sh.index(k, h); i >= 0 {
+		sh.removeAt(i)
 	}
 	sh.mu.Unlock()
 	return nil

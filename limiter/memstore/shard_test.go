@@ -19,7 +19,7 @@ func TestShardHashCollision(t *testing.T) {
 	if sh.find(a, h) != ea || sh.find(b, h) != eb {
 		t.Fatal("find does not tell the keys apart")
 	}
-	sh.remove(ea)
+	sh.removeAt(sh.index(a, h))
 	if sh.find(a, h) != nil || sh.find(b, h) != eb || sh.n != 1 {
 		t.Fatalf("after removing a: a %v, b found %v, n %d", sh.find(a, h), sh.find(b, h) == eb, sh.n)
 	}
@@ -40,6 +40,7 @@ func TestShardTable(t *testing.T) {
 	next := func(n int) int { rng = rng*6364136223846793005 + 1442695040888963407; return int(rng>>33) % n }
 	sh := &shard{capacity: 1 << 30}
 	want := map[entryKey]*entry{}
+	hashOf := map[entryKey]uint64{}
 	mk := func() keyState { return new(cellEntry) }
 	check := func(step int) {
 		t.Helper()
@@ -59,7 +60,7 @@ func TestShardTable(t *testing.T) {
 			t.Fatalf("step %d: %d held in %d slots, want %d", step, held, len(sh.slots), len(want))
 		}
 		for k, e := range want {
-			if sh.find(k, e.hash) != e {
+			if sh.find(k, hashOf[k]) != e {
 				t.Fatalf("step %d: %v lost", step, k)
 			}
 		}
@@ -75,11 +76,11 @@ func TestShardTable(t *testing.T) {
 			if e := sh.find(k, h); e == nil && want[k] == nil {
 				e = sh.lookup(k, h, 0, mk)
 				e.drained = int64(1 + next(100))
-				want[k] = e
+				want[k], hashOf[k] = e, h
 			}
 		case op < 8:
 			if e := want[k]; e != nil {
-				sh.remove(e)
+				sh.removeAt(sh.index(k, hashOf[k]))
 				delete(want, k)
 			}
 		case op < 9 && step%50 == 0:
@@ -98,7 +99,7 @@ func TestShardTable(t *testing.T) {
 					t.Fatalf("step %d: evict left %d of %d", step, sh.n, before)
 				}
 				for k, e := range want {
-					if sh.find(k, e.hash) != e {
+					if sh.find(k, hashOf[k]) != e {
 						delete(want, k)
 					}
 				}

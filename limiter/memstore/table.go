@@ -92,28 +92,29 @@ func (sh *shard) lookup(k entryKey, h uint64, now int64, mk func() keyState) *en
 	}
 	st := mk()
 	e := st.base()
-	*e = entry{key: k, hash: h, state: st}
-	sh.insert(e)
+	*e = entry{key: k, state: st}
+	sh.insert(h, e)
 	return e
 }
 
-// insert adds e, growing the table to keep it at most half full.
-func (sh *shard) insert(e *entry) {
+// insert adds e, whose key's hash is h, growing the table to keep it at
+// most half full.
+func (sh *shard) insert(h uint64, e *entry) {
 	if 2*(sh.n+1) > len(sh.slots) {
 		sh.resize(max(minSlots, 2*len(sh.slots)))
 	}
-	sh.place(e)
+	sh.place(slot{h, e})
 	sh.n++
 }
 
-// place puts e in the first free slot of its probe.
-func (sh *shard) place(e *entry) {
+// place puts sl in the first free slot of its probe.
+func (sh *shard) place(sl slot) {
 	mask := len(sh.slots) - 1
-	i := sh.home(e.hash)
+	i := sh.home(sl.h)
 	for sh.slots[i].e != nil {
 		i = (i + 1) & mask
 	}
-	sh.slots[i] = slot{e.hash, e}
+	sh.slots[i] = sl
 }
 
 // resize moves every entry to a table of size slots.
@@ -122,15 +123,8 @@ func (sh *shard) resize(size int) {
 	sh.slots = make([]slot, size)
 	for _, sl := range old {
 		if sl.e != nil {
-			sh.place(sl.e)
+			sh.place(sl)
 		}
-	}
-}
-
-// remove takes e out. The shard's lock must be held.
-func (sh *shard) remove(e *entry) {
-	if i := sh.index(e.key, e.hash); i >= 0 && sh.slots[i].e == e {
-		sh.removeAt(i)
 	}
 }
 
