@@ -2,8 +2,10 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -30,7 +32,25 @@ type batcher struct {
 	flushing   int
 	maxFlushes int
 	pool       sync.Pool
+	single     *redis.Client // a standalone or sentinel client; nil on a cluster
+	pins       []*pinned     // idle pinned connections, at most maxFlushes
+	closed     bool
 }
+
+// pinned is a connection that the flushes keep between pipelines on a
+// standalone server (or a sentinel group's master): a busy store then
+// skips the pool's liveness check, a syscall per pipeline. A connection
+// idle for longer than pinnedIdle goes back to the pool, whose next Get
+// checks it, so a connection the server or a middlebox closed while idle
+// is never used blindly; one whose exchange failed on the connection
+// rather than with a Redis error reply is closed, with the other idle ones.
+// Idleness is measured on the store's clock.
+type pinned struct {
+	conn *redis.Conn
+	used time.Time
+}
+
+const pinnedIdle = time.Second
 
 // op is one store call: it queues its commands and, after the pipeline
 // ran, reads its replies.
@@ -56,8 +76,80 @@ type pending struct {
 
 func newBatcher(s *Store, maxFlushes int) *batcher {
 	b := &batcher{s: s, maxFlushes: max(1, maxFlushes)}
+	b.single, _ = s.client.(*redis.Client)
 	b.pool.New = func() any { return &pending{wake: make(chan bool, 1)} }
 	return b
+}
+
+// pin returns a pinned connection for one flush, or nil on a cluster.
+func (b *batcher) pin() *pinned {
+	if b.single == nil {
+		return nil
+	}
+	b.mu.Lock()
+	var pc *pinned
+	if n := len(b.pins); n > 0 {
+		pc = b.pins[n-1]
+		b.pins[n-1] = nil
+		b.pins = b.pins[:n-1]
+	}
+	b.mu.Unlock()
+	if pc != nil && b.s.clock().Sub(pc.used) > pinnedIdle {
+		_ = pc.conn.Close()
+		pc = nil
+	}
+	if pc == nil {
+		pc = &pinned{conn: b.single.Conn()}
+	}
+	return pc
+}
+
+// unpin keeps pc for the next flush, unless its exchange failed on the
+// connection, the server said it is unwell (a password changed, a master
+// became a replica: a new connection may fare better), or the store is
+// closing.
+func (b *batcher) unpin(pc *pinned, cmds []redis.Cmder, err error) {
+	broken := err != nil && (!isReply(err) || unwellReply(err))
+	for _, c := range cmds {
+		if e := c.Err(); e != nil && (!isReply(e) || unwellReply(e)) {
+			broken = true
+		}
+	}
+	drop := []*pinned{pc}
+	b.mu.Lock()
+	switch {
+	case broken:
+		// The others likely share its fate (a restart, a failover):
+		// they go too, so that at most one more flush meets it.
+		drop = append(drop, b.pins...)
+		b.pins = b.pins[:0]
+	case !b.closed && len(b.pins) < b.maxFlushes:
+		pc.used = b.s.clock()
+		b.pins = append(b.pins, pc)
+		drop = nil
+	}
+	b.mu.Unlock()
+	for _, d := range drop {
+		_ = d.conn.Close()
+	}
+}
+
+// isReply reports whether err is a reply of the server (an error reply or
+// a nil), after which the connection is still in step.
+func isReply(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
+}
+
+// close closes the pinned connections; later flushes close theirs.
+func (b *batcher) close() {
+	b.mu.Lock()
+	pins := b.pins
+	b.pins, b.closed = nil, true
+	b.mu.Unlock()
+	for _, pc := range pins {
+		_ = pc.conn.Close()
+	}
 }
 
 // do runs o in some pipeline and returns nil when
@@ -165,17 +257,32 @@ func (b *batcher) flush(batch []*pending) {
 	}
 	ctx, cancel := context.WithTimeout(parent, b.s.timeout)
 	defer cancel()
+	var via interface {
+		redis.Scripter
+		Pipeline() redis.Pipeliner
+	} = b.s.client
+	pc := b.pin()
+	if pc != nil {
+		via = pc.conn
+	}
 	if len(batch) == 1 {
 		if o, ok := batch[0].op.(*scriptOp); ok {
-			o.v, o.err = o.c.script.Run(ctx, b.s.client, o.c.keys, o.c.args...).Result()
+			cmd := o.c.script.Run(ctx, via, o.c.keys, o.c.args...)
+			o.v, o.err = cmd.Result()
+			if pc != nil {
+				b.unpin(pc, nil, o.err)
+			}
 			return
 		}
 	}
-	pipe := b.s.client.Pipeline()
+	pipe := via.Pipeline()
 	for _, p := range batch {
 		p.op.queue(ctx, pipe)
 	}
 	cmds, err := pipe.Exec(ctx)
+	if pc != nil {
+		b.unpin(pc, cmds, err)
+	}
 	stampUnanswered(cmds, err)
 	for _, p := range batch {
 		p.op.done(ctx, b.s)

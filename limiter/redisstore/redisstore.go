@@ -31,7 +31,11 @@
 // throughput (batched.go).
 //
 // Limiter calls are never retried (a retried call after a read timeout
-// would charge twice) and carry the configured timeout.
+// would charge twice) and carry the configured timeout. On a standalone
+// server (or a sentinel group's master) the flushes keep their connections
+// between pipelines while busy, which spares the pool's liveness check, a
+// syscall per pipeline; a connection idle for a second goes back to the
+// pool and its check (batch.go).
 //
 // Listing a policy's busiest keys costs no Redis command per request: each
 // process counts its requests in bounded summaries and writes them to Redis
@@ -309,6 +313,7 @@ func (s *Store) Close() error {
 	<-s.done
 	<-s.batchDone
 	s.trims.Wait()
+	s.batch.close()
 	if s.owns {
 		return s.client.Close()
 	}
