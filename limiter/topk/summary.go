@@ -26,8 +26,11 @@ type summary struct {
 	bk     []bucket
 	free   int32    // first free bucket, chained through next
 	lowest int32    // the bucket of the smallest counter, -1 when empty
-	table  []uint64 // by hash, linear probing: hash's low 32 bits << 32 | entry index + 1; 0 is free
-	mask   uint64
+	// table finds entries by hash, with linear probing: hash's low 32
+	// bits << 32 | entry index + 1; 0 is free. It grows with the entries,
+	// at most a quarter full, up to 4*size slots.
+	table []uint64
+	mask  uint64
 	total  int64
 	full   bool // a key has taken another's counter
 }
@@ -46,11 +49,22 @@ type bucket struct {
 }
 
 func newSummary(size int) *summary {
-	n := 1
-	for n < 4*size {
-		n <<= 1
+	s := &summary{size: size, free: -1, lowest: -1}
+	s.grow(min(64, 4*size))
+	return s
+}
+
+// grow makes the table the smallest power of two of at least n slots and
+// puts every entry back.
+func (s *summary) grow(n int) {
+	size := 1
+	for size < n {
+		size <<= 1
 	}
-	return &summary{size: size, table: make([]uint64, n), mask: uint64(n - 1), free: -1, lowest: -1}
+	s.table, s.mask = make([]uint64, size), uint64(size-1)
+	for e := range s.keys {
+		s.insert(int32(e))
+	}
 }
 
 // slotOf is the table word of entry e, whose hash is h.
@@ -192,6 +206,9 @@ func (s *summary) add(key string, h uint64) (held bool) {
 		return true
 	}
 	if len(s.keys) < s.size {
+		if 4*(len(s.keys)+1) > len(s.table) {
+			s.grow(2 * len(s.table))
+		}
 		e := int32(len(s.keys))
 		s.keys = append(s.keys, key)
 		s.hash = append(s.hash, h)
