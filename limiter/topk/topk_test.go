@@ -346,3 +346,44 @@ func TestObserveSketchSkipsHeldKeys(t *testing.T) {
 		t.Fatalf("active %d total %d, want %d and 50000", active, total, want.Count())
 	}
 }
+
+// TestObserveBusyStripe: a request whose stripe is busy is counted in
+// another, without waiting, and every key's count still adds up exactly.
+func TestObserveBusyStripe(t *testing.T) {
+	t.Parallel()
+	p := policy(t, time.Minute)
+	tr := New(50, true)
+	now := int64(time.Hour)
+	tr.Observe(p, "warm", now)
+	busy := &tr.state(p).stripes[0]
+	busy.mu.Lock()
+	want := map[string]int64{"warm": 1}
+	moved := 0
+	for i := range 400 {
+		k := "k" + strconv.Itoa(i%40)
+		if Hash(k)>>stripeShift == 0 {
+			moved++
+		}
+		tr.Observe(p, k, now) // would deadlock if it waited for stripe 0
+		want[k]++
+	}
+	busy.mu.Unlock()
+	for i := range 400 {
+		k := "k" + strconv.Itoa(i%40)
+		tr.Observe(p, k, now)
+		want[k]++
+	}
+	if moved == 0 {
+		t.Fatal("no key of stripe 0: the test tests nothing")
+	}
+	tr.Flush(now, nil)
+	cands, _, total := tr.Candidates(p, now)
+	if total != 801 || len(cands) != len(want) {
+		t.Fatalf("total %d, %d keys; want 801 and %d", total, len(cands), len(want))
+	}
+	for _, c := range cands {
+		if c.N != want[c.Key] {
+			t.Errorf("%s: %d, want %d", c.Key, c.N, want[c.Key])
+		}
+	}
+}
