@@ -24,15 +24,15 @@ type summary struct {
 	link []entryLinks
 	// Per bucket: a free list reuses them.
 	bk     []bucket
-	free   int32    // first free bucket, chained through next
-	lowest int32    // the bucket of the smallest counter, -1 when empty
+	free   int32 // first free bucket, chained through next
+	lowest int32 // the bucket of the smallest counter, -1 when empty
 	// table finds entries by hash, with linear probing: hash's low 32
 	// bits << 32 | entry index + 1; 0 is free. It grows with the entries,
 	// at most a quarter full, up to 4*size slots.
 	table []uint64
 	mask  uint64
-	total  int64
-	full   bool // a key has taken another's counter
+	total int64
+	full  bool // a key has taken another's counter
 }
 
 // entryLinks place an entry in its bucket's list.
