@@ -1,13 +1,14 @@
 // Package memstore is Sluice's in-process limiter.Store: the embedded default.
 //
-// Keys are spread over shards, each with its own mutex, so concurrent
-// requests for different keys rarely contend. A key's entry holds the
-// state of its policy's algorithm only: its type, one per algorithm, is
-// picked when the key is first seen from a table indexed by the policy's
+// Keys are spread over shards, each an open-addressing table under its
+// own mutex, so concurrent requests for different keys rarely contend; a
+// call hashes its key once (table.go). A key's entry holds the state of
+// its policy's algorithm only: its type, one per algorithm, is picked when
+// the key is first seen from a table indexed by the policy's
 // limiter.AlgorithmID, and its methods apply algo's arithmetic
-// (algorithms.go). Memory is bounded by MaxKeys:
-// when a shard is full, the least recently seen of a random sample of its
-// keys is evicted (keys that have drained go first). Drained keys are swept
+// (algorithms.go). Memory is bounded by MaxKeys: when a shard is full, the
+// least recently seen of a random sample of its keys is evicted (keys that
+// have drained go first). Drained keys are swept
 // in the background. Time comes from an injectable clock, so tests never
 // sleep; without one, decisions read a coarse clock (1ms steps) that costs
 // an atomic load instead of a call to time.Now.
