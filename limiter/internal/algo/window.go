@@ -1,7 +1,10 @@
 // Package algo is the arithmetic of every algorithm, written once for all
-// the stores: pure functions over a key's state with now passed in. The
-// stores load and save the state. It is internal: users do not need it, and
-// keeping it out of package limiter leaves the stores free to change.
+// the stores: pure functions over a key's state with now passed in, in
+// integer ticks of a length the store picks. One file per algorithm:
+// window.go (sliding_window: Window), log.go (sliding_log: Log), fixed.go
+// (fixed_window: Fixed) and gcra.go (gcra: Cell). The stores load and save
+// the state. It is internal: users do not need it, and keeping it out of
+// package limiter leaves the stores free to change.
 package algo
 
 import (
