@@ -184,7 +184,12 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		w = heldHead{c}
 		c.holdHead()
 	}
-	werr := out.Write(w)
+	var werr error
+	if ok, err := writeBodiless(c.bw, req, trace, &c.keys); ok {
+		werr = err
+	} else {
+		werr = out.Write(w)
+	}
 	if held {
 		c.releaseHead()
 	}
@@ -642,6 +647,7 @@ type conn struct {
 	bw       *bufio.Writer
 	peek     [1]byte
 	peekFn   func(fd uintptr) // c.peekFD, made once
+	keys     []string         // writeBodiless sorts header keys here
 	peekOK   bool
 	closed   atomic.Bool
 	reusable bool
