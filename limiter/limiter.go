@@ -258,8 +258,10 @@ func (p *Policy) LimitFor(key string) int64 {
 			return l
 		}
 	}
-	if l, ok := p.Overrides[key]; ok {
-		return l
+	if len(p.Overrides) > 0 {
+		if l, ok := p.Overrides[key]; ok {
+			return l
+		}
 	}
 	return p.Limit
 }

@@ -99,6 +99,7 @@ type policyState struct {
 type stripe struct {
 	mu     sync.Mutex
 	slot   int64
+	end    int64 // the end of slot (ns); zero before the first request
 	sum    *summary
 	sketch *Sketch // nil until the stripe's first key
 	// Keep stripes on separate cache lines (and line pairs, which
@@ -194,12 +195,14 @@ func (t *Tracker) ObserveHash(p *limiter.Policy, storeKey string, h uint64, now 
 		st = &ps.stripes[h>>stripeShift]
 		st.mu.Lock()
 	}
-	slot := now / ps.slotLen
-	if slot > st.slot {
-		if st.sum.total > 0 {
-			ps.retire(st, t.k)
+	if now >= st.end { // past st.slot: no division while calls stay in it
+		if slot := now / ps.slotLen; slot > st.slot {
+			if st.sum.total > 0 {
+				ps.retire(st, t.k)
+			}
+			st.slot = slot
 		}
-		st.slot = slot
+		st.end = (st.slot + 1) * ps.slotLen
 	}
 	// A key the summary holds was added to the sketch since both were
 	// last emptied (retire), and adding it again changes nothing.
