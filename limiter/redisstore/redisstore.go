@@ -163,27 +163,29 @@ func NewClient(o Options) (redis.UniversalClient, error) {
 
 // Store is a limiter.Store on Redis. It is safe for concurrent use.
 type Store struct {
-	client    redis.UniversalClient
-	prefix    string
-	timeout   time.Duration
-	clock     func() time.Time
-	offset    atomic.Int64 // server time minus local time, ns
-	idPrefix  string
-	ids       atomic.Uint64
-	top       *topKeys
-	stop      chan struct{}
-	trims     sync.WaitGroup // sliding_window trims on their way (window.go)
-	done      chan struct{}
-	closing   sync.Once
-	owns      bool
-	breaker   *breaker      // nil when disabled
-	nodes     *nodeBreakers // one breaker per master on a cluster; nil otherwise
-	batch     *batcher
-	blocked   *blockedCache // nil when disabled
-	batched   *batchedState // nil unless batched mode is on
-	drivers   [limiter.NumAlgorithms]driver
-	batchDone chan struct{}
-	unwell    atomic.Pointer[unwellState] // the last unwell reply, for Ping
+	client      redis.UniversalClient
+	prefix      string
+	timeout     time.Duration
+	clock       func() time.Time
+	offset      atomic.Int64 // server time minus local time, ns
+	idPrefix    string
+	ids         atomic.Uint64
+	top         *topKeys
+	stop        chan struct{}
+	trims       sync.WaitGroup // sliding_window trims on their way (window.go)
+	trimMu      sync.Mutex     // orders trims.Add with Close's trims.Wait
+	trimsClosed bool           // under trimMu: Close started waiting for the trims
+	done        chan struct{}
+	closing     sync.Once
+	owns        bool
+	breaker     *breaker      // nil when disabled
+	nodes       *nodeBreakers // one breaker per master on a cluster; nil otherwise
+	batch       *batcher
+	blocked     *blockedCache // nil when disabled
+	batched     *batchedState // nil unless batched mode is on
+	drivers     [limiter.NumAlgorithms]driver
+	batchDone   chan struct{}
+	unwell      atomic.Pointer[unwellState] // the last unwell reply, for Ping
 }
 
 var _ limiter.Store = (*Store)(nil)
@@ -312,6 +314,9 @@ func (s *Store) Close() error {
 	s.closing.Do(func() { close(s.stop); s.top.close() })
 	<-s.done
 	<-s.batchDone
+	s.trimMu.Lock()
+	s.trimsClosed = true
+	s.trimMu.Unlock()
 	s.trims.Wait()
 	s.batch.close()
 	if s.owns {

@@ -214,6 +214,11 @@ var lastField atomic.Pointer[fieldName]
 func (s *Store) trimWindow(name string, stale []any) {
 	args := make([]any, 0, 2+len(stale))
 	args = append(append(args, "hdel", name), stale...)
+	s.trimMu.Lock()
+	defer s.trimMu.Unlock()
+	if s.trimsClosed {
+		return // Close has waited for the trims: a late one is lost
+	}
 	s.trims.Add(1)
 	go func() {
 		defer s.trims.Done()

@@ -1,0 +1,57 @@
+package redisstore_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/sluice-gateway/sluice/limiter"
+	"github.com/sluice-gateway/sluice/limiter/limitertest"
+	"github.com/sluice-gateway/sluice/limiter/redisstore"
+)
+
+// TestWindowCloseDuringTrims: Close while decisions that trim run.
+func TestWindowCloseDuringTrims(t *testing.T) {
+	for range 20 {
+		m := miniredis.RunT(t)
+		clock := limitertest.NewClock(limitertest.Start)
+		m.SetTime(limitertest.Start)
+		s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, Prefix: "cl:", Timeout: time.Second, NoLocalCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := limitertest.Policy(t, "cl", limiter.SlidingWindow, 1_000_000, time.Second)
+		limitertest.MustAllow(t, s, p, "k", 1)
+		var hash string
+		for _, k := range m.Keys() {
+			if !strings.HasSuffix(k, ":rej") {
+				hash = k
+			}
+		}
+		c := clock.Now().UnixMicro() / p.BucketSize().Microseconds()
+		for i := range 100 {
+			m.HSet(hash, strconv.FormatInt(c-100-int64(i), 10), "1")
+		}
+		var wg, started sync.WaitGroup
+		for range 8 {
+			started.Add(1)
+			wg.Go(func() {
+				for i := range 200 {
+					_, _ = s.Allow(context.Background(), p, "k", 1)
+					clock.Advance(p.BucketSize()) // a trim every other bucket
+					if i == 20 {
+						started.Done()
+					}
+				}
+			})
+		}
+		started.Wait()
+		s.Close()
+		wg.Wait()
+	}
+}
