@@ -152,7 +152,10 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 		ix, err1 := strconv.ParseInt(f, 10, 64)
 		n, err2 := strconv.ParseInt(v, 10, 64)
 		switch {
-		case err1 != nil || err2 != nil || ix == c:
+		case err1 != nil || err2 != nil || ix == c || ix > c+1:
+			// Not a bucket, the current one (counted below), or further
+			// ahead than a clock a little ahead writes: ignored, as
+			// HMGET of c-k..c+1 used to.
 		case ix < c-k:
 			stale = append(stale, f)
 		default:

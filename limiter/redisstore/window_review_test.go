@@ -55,3 +55,36 @@ func TestWindowCloseDuringTrims(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// TestWindowIgnoresFieldsFarAhead: a bucket field far ahead of the clock (a Redis
+// clock that stepped forward then back, or a hand-made field) locks the
+// key out for as long as it stays ahead; the old HMGET c-k..c+1 ignored it.
+func TestWindowIgnoresFieldsFarAhead(t *testing.T) {
+	m := miniredis.RunT(t)
+	m.SetTime(limitertest.Start)
+	clock := limitertest.NewClock(limitertest.Start)
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, Prefix: "fut:", Timeout: 5 * time.Second, NoLocalCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := limitertest.Policy(t, "fut", limiter.SlidingWindow, 10, time.Second)
+	limitertest.MustAllow(t, s, p, "k", 1)
+	keys := m.Keys()
+	var hash string
+	for _, k := range keys {
+		if strings.HasPrefix(k, "fut:sw:") && !strings.HasSuffix(k, ":rej") {
+			hash = k
+		}
+	}
+	c := clock.Now().UnixMicro() / p.BucketSize().Microseconds()
+	// An hour of 100ms buckets ahead.
+	m.HSet(hash, strconv.FormatInt(c+36000, 10), "10")
+	clock.Advance(p.Window * 2)
+	m.SetTime(clock.Now())
+	d := limitertest.MustAllow(t, s, p, "k", 1)
+	if !d.Allowed {
+		t.Fatalf("a fresh window with a field 3600s ahead: rejected (count %d, reset %v)", d.Count, d.ResetAfter)
+	}
+}
+
