@@ -88,3 +88,28 @@ func TestWindowIgnoresFieldsFarAhead(t *testing.T) {
 	}
 }
 
+// TestWindowHugeCounts: buckets whose sum overflows int64 must not admit.
+func TestWindowHugeCounts(t *testing.T) {
+	m := miniredis.RunT(t)
+	m.SetTime(limitertest.Start)
+	clock := limitertest.NewClock(limitertest.Start)
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, Prefix: "huge:", Timeout: 5 * time.Second, NoLocalCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := limitertest.Policy(t, "huge", limiter.SlidingWindow, 10, time.Second)
+	limitertest.MustAllow(t, s, p, "k", 1)
+	var hash string
+	for _, k := range m.Keys() {
+		if strings.HasPrefix(k, "huge:sw:") && !strings.HasSuffix(k, ":rej") {
+			hash = k
+		}
+	}
+	c := clock.Now().UnixMicro() / p.BucketSize().Microseconds()
+	m.HSet(hash, strconv.FormatInt(c-1, 10), strconv.FormatInt(1<<62, 10))
+	m.HSet(hash, strconv.FormatInt(c-2, 10), strconv.FormatInt(1<<62, 10))
+	if d := limitertest.MustAllow(t, s, p, "k", 1); d.Allowed {
+		t.Fatalf("2^63 units in the window: admitted (count %d)", d.Count)
+	}
+}

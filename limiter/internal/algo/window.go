@@ -57,9 +57,9 @@ func (w Window) ViewAt(buckets []Bucket, now, c int64) WindowView {
 		case b.Count <= 0:
 			continue
 		case b.Index > c-k:
-			v.Inside += b.Count
+			v.Inside = satAdd(v.Inside, b.Count)
 		case b.Index == c-k:
-			v.Oldest += b.Count
+			v.Oldest = satAdd(v.Oldest, b.Count)
 		default:
 			continue
 		}
@@ -81,7 +81,16 @@ func (w Window) Cap(limit int64) int64 {
 
 // Fits reports whether cost more units may be admitted.
 func (w Window) Fits(v WindowView, limit, cost int64) bool {
-	return v.Estimate()+float64(cost) <= float64(limit)+1e-9 && v.Inside+v.Oldest+cost <= w.Cap(limit)
+	return v.Estimate()+float64(cost) <= float64(limit)+1e-9 && satAdd(satAdd(v.Inside, v.Oldest), cost) <= w.Cap(limit)
+}
+
+// satAdd is a+b for counts that are not negative, MaxInt64 where the sum
+// overflows (a store's hash can hold any count that fits an int64).
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // Fill sets the count, remaining and reset time of d from v.
@@ -116,13 +125,14 @@ func (w Window) RetryAfter(buckets []Bucket, now, limit, cost int64) time.Durati
 		var inside, oldest int64
 		for _, b := range buckets {
 			switch {
+			case b.Count <= 0:
 			case b.Index > cj-k:
-				inside += b.Count
+				inside = satAdd(inside, b.Count)
 			case b.Index == cj-k:
-				oldest += b.Count
+				oldest = satAdd(oldest, b.Count)
 			}
 		}
-		if inside+oldest+cost > capN {
+		if satAdd(satAdd(inside, oldest), cost) > capN {
 			continue
 		}
 		room := float64(limit - cost - inside)
