@@ -159,7 +159,7 @@ func handOff(req *http.Request) string {
 // exchange writes req on c and reads the response head. On error c is
 // closed; on success the returned body owns c.
 func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, c.close)
+	stop := context.AfterFunc(ctx, c.closeFn)
 	fail := func(step string, err error) (*http.Response, error) {
 		stop()
 		c.close()
@@ -648,6 +648,7 @@ type conn struct {
 	peek     [1]byte
 	peekFn   func(fd uintptr) // c.peekFD, made once
 	keys     []string         // writeBodiless sorts header keys here
+	closeFn  func()           // c.close, made once: a method value allocates
 	peekOK   bool
 	closed   atomic.Bool
 	reusable bool
@@ -670,6 +671,7 @@ type conn struct {
 
 func newConn(nc net.Conn, p *pool) *conn {
 	c := &conn{nc: nc, pool: p, reusable: true, limit: -1}
+	c.closeFn = c.close
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 		c.peekFn = c.peekFD
