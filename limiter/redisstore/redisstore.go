@@ -172,9 +172,11 @@ type Store struct {
 	ids         atomic.Uint64
 	top         *topKeys
 	stop        chan struct{}
-	trims       sync.WaitGroup // sliding_window trims on their way (window.go)
-	trimMu      sync.Mutex     // orders trims.Add with Close's trims.Wait
-	trimsClosed bool           // under trimMu: Close started waiting for the trims
+	trims       sync.WaitGroup              // sliding_window trims on their way (window.go)
+	trimMu      sync.Mutex                  // orders trims.Add with Close's trims.Wait
+	trimsClosed bool                        // under trimMu: Close started waiting for the trims
+	trimming    sync.Map                    // hash name -> struct{}: its trim is on its way
+	trimRefused atomic.Pointer[unwellState] // the last refused trim, until one succeeds
 	done        chan struct{}
 	closing     sync.Once
 	owns        bool
@@ -338,6 +340,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	if u := s.unwell.Load(); u != nil && time.Since(u.at) < unwellFor {
 		return fmt.Errorf("redis answers PING but refused a limiter call: %w", u.err)
+	}
+	if u := s.trimRefused.Load(); u != nil {
+		return fmt.Errorf("redis refuses to delete old sliding_window buckets (HDEL), so keys grow with every bucket: %w", u.err)
 	}
 	if s.breaker != nil && s.breaker.open() {
 		s.breaker.close()

@@ -75,11 +75,14 @@ const windowMargin = 10 * time.Millisecond
 // fields although the flush does not read the hash first.
 //
 // A hash lives windowTTL after its last write. With
-// e = ceil(windowMargin/bucket), when a write lands in bucket c, the
-// previous one landed in bucket c-k-1-e or later and had already deleted
-// everything before its own window: only buckets c-2k-1-e..c-k-1 can be
-// stale. The write deletes them (one more, for a writer whose clock is a
-// bucket behind), in the same round trip.
+// e = ceil(windowMargin/bucket), when a flush lands in bucket c and every
+// write before it was a flush too, the previous one landed in bucket
+// c-k-1-e or later and had already deleted everything before its own
+// window: only buckets c-2k-1-e..c-k-1 can be stale. The flush deletes them
+// (one more, for a writer whose clock is a bucket behind), in the same round
+// trip. Older fields, which a decision's lazy trim may leave in a hash that
+// both modes write, go with the next decision that finds the hash above
+// its cap (trimWindow).
 func windowTrim(p *limiter.Policy, c int64) (stale []any) {
 	b := p.BucketSize()
 	k := int64(p.Buckets)
@@ -152,11 +155,13 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 		ix, err1 := strconv.ParseInt(f, 10, 64)
 		n, err2 := strconv.ParseInt(v, 10, 64)
 		switch {
-		case err1 != nil || err2 != nil || ix == c || ix > c+1:
-			// Not a bucket, the current one (counted below), or further
-			// ahead than a clock a little ahead writes: ignored, as
-			// HMGET of c-k..c+1 used to.
-		case ix < c-k:
+		case f == o.field || (err1 == nil && ix > c+1):
+			// The current bucket (counted below), or one further ahead
+			// than a clock a little ahead writes: ignored, as HMGET of
+			// c-k..c+1 used to.
+		case err1 != nil || err2 != nil || ix < c-k:
+			// Not a bucket (written by hand or by another program), or
+			// one that left the window.
 			stale = append(stale, f)
 		default:
 			buckets = append(buckets, algo.Bucket{Index: ix, Count: n})
@@ -209,11 +214,14 @@ type fieldName struct {
 
 var lastField atomic.Pointer[fieldName]
 
-// trimWindow deletes the stale buckets of a sliding_window hash after the
-// decision that saw them, without making anyone wait: the HDEL rides a
-// later pipeline. It is best effort and safe to lose (the next request
-// that finds the hash at its cap deletes them), and to repeat: the fields
-// are gone from every window that could still read them.
+// trimWindow deletes the stale fields of a sliding_window hash, found by
+// the decision that saw them, without making anyone wait: the HDEL goes in
+// a later pipeline. It is best effort and safe to lose (the next request
+// that finds the hash above its cap deletes them), and to repeat: the
+// fields are gone from every window that could still read them. One trim
+// per hash is on its way at a time. A server that refuses the HDEL (an ACL
+// without it) is reported by Ping until a trim succeeds: the hashes would
+// grow with every bucket.
 func (s *Store) trimWindow(name string, stale []any) {
 	args := make([]any, 0, 2+len(stale))
 	args = append(append(args, "hdel", name), stale...)
@@ -222,12 +230,28 @@ func (s *Store) trimWindow(name string, stale []any) {
 	if s.trimsClosed {
 		return // Close has waited for the trims: a late one is lost
 	}
+	if _, busy := s.trimming.LoadOrStore(name, struct{}{}); busy {
+		return
+	}
 	s.trims.Add(1)
 	go func() {
 		defer s.trims.Done()
+		defer s.trimming.Delete(name)
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		defer cancel()
-		_ = s.batch.do(ctx, &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { pipe.Do(ctx, args...) }})
+		var cmd *redis.Cmd
+		err := s.batch.do(ctx, &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) { cmd = pipe.Do(ctx, args...) }})
+		if err == nil {
+			err = cmd.Err()
+		}
+		switch {
+		case err == nil:
+			if s.trimRefused.Load() != nil {
+				s.trimRefused.Store(nil)
+			}
+		case isReply(err):
+			s.trimRefused.Store(&unwellState{err: err, at: time.Now()})
+		}
 	}()
 }
 
