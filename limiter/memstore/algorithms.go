@@ -1,6 +1,7 @@
 package memstore
 
 import (
+	"math"
 	"time"
 
 	"github.com/sluice-gateway/sluice/limiter"
@@ -34,76 +35,133 @@ var newState = [limiter.NumAlgorithms]func(p *limiter.Policy) keyState{
 // windowEntry keeps Buckets+1 sub-window counts in a ring: bucket c in
 // slot c % (Buckets+1). The arithmetic is algo.Window's. The ring lives
 // in the entry itself for up to DefaultBuckets buckets.
+//
+// A call in the bucket of the last call does not scan the ring: the entry
+// keeps algo.Window.ViewAt's Inside and Newest for that bucket, updated as
+// the ring changes, and Oldest is the one slot that can hold bucket
+// cur-Buckets. A scan recomputes them when the bucket changes, and
+// whenever an update could not keep them equal to the scan's (a sum near
+// MaxInt64, a refund that empties the newest bucket, a bucket ahead of the
+// clock overwritten): cur = -1 marks them stale.
 type windowEntry struct {
 	entry
 	size int64 // the bucket size (ns), which the entry key fixes
 	// The bucket of the last call and its slot: while calls fall in it,
-	// finding now's bucket takes no division.
+	// finding now's bucket takes no division, and inside and newest hold.
 	cur    int64
-	slot   int
-	ring   []algo.Bucket
+	slot   int32
+	n      int32          // slots in the ring: Buckets+1
+	inside int64          // ViewAt(ring, _, cur).Inside
+	newest int64          // ViewAt(ring, _, cur).Newest
+	more   *[]algo.Bucket // the ring, when it does not fit in inline
 	inline [limiter.DefaultBuckets + 1]algo.Bucket
 }
 
 func newWindowEntry(p *limiter.Policy) keyState {
-	w := &windowEntry{size: algo.WindowOf(p, time.Nanosecond).Size, cur: -1}
-	if n := p.Buckets + 1; n <= len(w.inline) {
-		w.ring = w.inline[:n]
-	} else {
-		w.ring = make([]algo.Bucket, n)
+	w := &windowEntry{size: algo.WindowOf(p, time.Nanosecond).Size, cur: -1, n: int32(p.Buckets + 1)}
+	if int(w.n) > len(w.inline) {
+		ring := make([]algo.Bucket, w.n)
+		w.more = &ring
 	}
 	return w
 }
 
 func (w *windowEntry) base() *entry { return &w.entry }
 
-// win is the entry's arithmetic.
-func (w *windowEntry) win() algo.Window {
-	return algo.Window{Size: w.size, Buckets: len(w.ring) - 1, Tick: time.Nanosecond}
+// ring returns the entry's buckets.
+func (w *windowEntry) ring() []algo.Bucket {
+	if w.more != nil {
+		return *w.more
+	}
+	return w.inline[:w.n]
 }
 
-// bucket returns now's bucket and its slot in the ring.
-func (w *windowEntry) bucket(now int64) (int64, *algo.Bucket) {
+// win is the entry's arithmetic.
+func (w *windowEntry) win() algo.Window {
+	return algo.Window{Size: w.size, Buckets: int(w.n) - 1, Tick: time.Nanosecond}
+}
+
+// view returns now's bucket, its slot in the ring and the ring's view at
+// now: from the kept sums while now is in the bucket of the last call,
+// else from a scan, whose sums are kept.
+func (w *windowEntry) view(win algo.Window, now int64) (int64, *algo.Bucket, algo.WindowView) {
+	ring := w.ring()
 	if d := now - w.cur*w.size; d < 0 || d >= w.size || w.cur < 0 {
-		w.cur = now / w.size
-		w.slot = int(w.cur % int64(len(w.ring)))
+		c := now / w.size
+		v := win.ViewAt(ring, now, c)
+		w.cur, w.slot = c, int32(c%int64(w.n))
+		w.inside, w.newest = v.Inside, v.Newest
+		return c, &ring[w.slot], v
 	}
-	return w.cur, &w.ring[w.slot]
+	v := algo.WindowView{Inside: w.inside, Frac: win.Frac(now, w.cur), Newest: w.newest}
+	o := w.slot + 1 // the slot of bucket cur-Buckets, the only one that can hold it
+	if o == w.n {
+		o = 0
+	}
+	if b := ring[o]; b.Index == w.cur-int64(w.n-1) && b.Count > 0 {
+		v.Oldest = b.Count
+	}
+	return w.cur, &ring[w.slot], v
 }
 
 func (w *windowEntry) allow(now int64, _ *limiter.Policy, _ string, limit, cost int64) limiter.Decision {
 	win := w.win()
-	c, b := w.bucket(now)
-	v := win.ViewAt(w.ring, now, c)
+	capN := win.Cap(limit)
+	c, b, v := w.view(win, now)
 	d := limiter.Decision{Limit: limit}
-	if win.Fits(v, limit, cost) {
+	if win.FitsCap(v, limit, capN, cost) {
 		if b.Index != c {
+			if b.Count > 0 && b.Index > c {
+				w.cur = -1 // a bucket ahead of the clock, counted inside, leaves the ring
+			}
 			*b = algo.Bucket{Index: c}
+		}
+		if b.Count < 0 || w.inside > math.MaxInt64-cost {
+			w.cur = -1 // b holds a wrapped count, or inside saturates: a scan says what they are
 		}
 		b.Count += cost
 		v.Inside += cost
 		v.Newest = c
+		if b.Count > 0 {
+			w.inside += cost // b held 0 (not in the sums) or more (in them): either way, cost more
+			w.newest = max(w.newest, c)
+		} else {
+			w.cur = -1
+		}
 		d.Allowed = true
 		d.Charge = limiter.Charge{Cost: cost, At: now}
 	} else {
-		d.RetryAfter = win.RetryAfter(w.ring, now, limit, cost)
+		d.RetryAfter = win.RetryAfter(w.ring(), now, limit, cost)
 	}
-	win.Fill(&d, v, now, limit)
+	win.FillCap(&d, v, now, limit, capN)
 	return d
 }
 
 func (w *windowEntry) peek(now int64, _ *limiter.Policy, _ string, limit int64) limiter.Decision {
 	d := limiter.Decision{Limit: limit}
 	win := w.win()
-	win.Fill(&d, win.View(w.ring, now), now, limit)
+	win.Fill(&d, win.View(w.ring(), now), now, limit)
 	return d
 }
 
 func (w *windowEntry) refund(_ int64, _ *limiter.Policy, _ string, c limiter.Charge) {
 	ix := c.At / w.size
-	if b := &w.ring[ix%int64(len(w.ring))]; b.Index == ix {
-		b.Count = max(0, b.Count-c.Cost)
+	b := &w.ring()[ix%int64(w.n)]
+	if b.Index != ix {
+		return
 	}
+	was := b.Count
+	b.Count = max(0, b.Count-c.Cost)
+	n := was - b.Count // the units that left b, which was in the sums if was > 0 and ix >= cur-Buckets
+	switch k := int64(w.n - 1); {
+	case w.cur < 0 || ix < w.cur-k:
+		// The sums are stale, or b is not in them.
+	case was <= 0 || n <= 0 || w.inside == math.MaxInt64 || (b.Count == 0 && ix == w.newest):
+		w.cur = -1 // b was not in the sums, inside saturated, or the newest bucket emptied: rescan
+	case ix > w.cur-k:
+		w.inside -= n
+	}
+	// Bucket cur-Buckets (ix == cur-k) is read from the ring by view.
 }
 
 // logEntry keeps (time, units) pairs of admissions inside the window;

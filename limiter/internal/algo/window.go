@@ -51,7 +51,7 @@ func (w Window) View(buckets []Bucket, now int64) WindowView {
 // ViewAt is View for a caller that knows now's bucket, c = now / Size.
 func (w Window) ViewAt(buckets []Bucket, now, c int64) WindowView {
 	k := int64(w.Buckets)
-	v := WindowView{Frac: float64((c+1)*w.Size-now) / float64(w.Size), Newest: -1}
+	v := WindowView{Frac: w.Frac(now, c), Newest: -1}
 	for _, b := range buckets {
 		switch {
 		case b.Count <= 0:
@@ -68,6 +68,11 @@ func (w Window) ViewAt(buckets []Bucket, now, c int64) WindowView {
 	return v
 }
 
+// Frac is the part of bucket c-Buckets, the oldest, still inside the
+// window at now, for c = now / Size: a store that keeps the sums of a
+// WindowView from one call to the next sets its Frac from it.
+func (w Window) Frac(now, c int64) float64 { return float64((c+1)*w.Size-now) / float64(w.Size) }
+
 // Estimate is the interpolated count.
 func (v WindowView) Estimate() float64 { return float64(v.Inside) + float64(v.Oldest)*v.Frac }
 
@@ -81,7 +86,12 @@ func (w Window) Cap(limit int64) int64 {
 
 // Fits reports whether cost more units may be admitted.
 func (w Window) Fits(v WindowView, limit, cost int64) bool {
-	return v.Estimate()+float64(cost) <= float64(limit)+1e-9 && satAdd(satAdd(v.Inside, v.Oldest), cost) <= w.Cap(limit)
+	return w.FitsCap(v, limit, w.Cap(limit), cost)
+}
+
+// FitsCap is Fits for a caller that has computed capN = Cap(limit).
+func (w Window) FitsCap(v WindowView, limit, capN, cost int64) bool {
+	return v.Estimate()+float64(cost) <= float64(limit)+1e-9 && satAdd(satAdd(v.Inside, v.Oldest), cost) <= capN
 }
 
 // satAdd is a+b for counts that are not negative, MaxInt64 where the sum
@@ -95,13 +105,18 @@ func satAdd(a, b int64) int64 {
 
 // Fill sets the count, remaining and reset time of d from v.
 func (w Window) Fill(d *limiter.Decision, v WindowView, now, limit int64) {
+	w.FillCap(d, v, now, limit, w.Cap(limit))
+}
+
+// FillCap is Fill for a caller that has computed capN = Cap(limit).
+func (w Window) FillCap(d *limiter.Decision, v WindowView, now, limit, capN int64) {
 	est := v.Estimate()
 	d.Count = int64(math.Ceil(est - 1e-9))
 	left := int64(math.MaxInt64) // float64 of a limit near MaxInt64 is 2^63, which int64 cannot hold
 	if f := math.Floor(float64(limit) - est + 1e-9); f < math.MaxInt64 {
 		left = int64(f)
 	}
-	d.Remaining = max(0, min(left, w.Cap(limit)-v.Inside-v.Oldest))
+	d.Remaining = max(0, min(left, capN-v.Inside-v.Oldest))
 	d.ResetAfter = 0
 	if v.Newest >= 0 {
 		d.ResetAfter = time.Duration((v.Newest+int64(w.Buckets)+1)*w.Size-now) * w.Tick
