@@ -122,7 +122,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		var c *conn
 		if attempt == 0 {
-			c = p.get(t.clock()) // a retry wants a new connection
+			c = p.get(t.clock(), retryable) // a retry wants a new connection
 		}
 		reused := c != nil
 		if c == nil {
@@ -550,7 +550,14 @@ type pool struct {
 
 // get returns a live idle connection or nil. Connections past the idle
 // timeout, and those the upstream has closed, are closed on the way.
-func (p *pool) get(now time.Time) *conn {
+//
+// For a request that may be retried (idempotent, no body), a connection
+// idle for less than trustIdle is not peeked at (a syscall): if the
+// upstream closed it, the request fails before any byte of an answer and
+// goes again on a new connection. Only a connection idle for longer could
+// hold an answer nobody asked for (a 408 before an idle timeout's close),
+// which a request must never take for its own.
+func (p *pool) get(now time.Time, retryable bool) *conn {
 	maxAge := p.t.idleTimeout()
 	for {
 		p.mu.Lock()
@@ -575,7 +582,7 @@ func (p *pool) get(now time.Time) *conn {
 			return nil
 		}
 		p.mu.Unlock()
-		if c.alive() {
+		if c.alive(retryable && now.Sub(c.idleSince) < trustIdle) {
 			c.nread = 0
 			return c
 		}
@@ -689,16 +696,22 @@ func (c *conn) close() {
 }
 
 // alive reports whether an idle connection is still open with nothing
-// unread on it.
-func (c *conn) alive() bool {
+// unread on it; without peeking at the socket when trusted (see pool.get),
+// only as far as this process knows.
+func (c *conn) alive(trusted bool) bool {
 	if c.closed.Load() || c.br.Buffered() > 0 {
 		return false
 	}
-	if c.raw == nil {
+	if c.raw == nil || trusted {
 		return true
 	}
 	return c.peekAlive()
 }
+
+// trustIdle is how long a connection may have been idle and still be used
+// without a peek by a request that can be retried: far below any server's
+// idle timeout.
+const trustIdle = time.Second
 
 // holdHead arms the flush of a held head: if the request is not written
 // within the hold wait (its body is slow to come), what is buffered goes out.
