@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bufio"
+	"net"
 	"net/http"
 	"sync"
 
@@ -49,8 +51,8 @@ func (w *informational) release() {
 }
 
 // WriteHeader writes a 1xx to the client at once, with the headers set so
-// far (the upstream's, as ReverseProxy copies them), and restores the
-// gateway's headers before the final answer.
+// far (the upstream's, as ReverseProxy copies them, after the gateway's on
+// the first), and restores the gateway's headers before the final answer.
 func (w *informational) WriteHeader(code int) {
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		w.got1xx = true
@@ -59,22 +61,33 @@ func (w *informational) WriteHeader(code int) {
 		}
 		return
 	}
-	if w.got1xx {
-		h := w.Header()
-		for i := range w.n {
-			if _, ok := h[w.keys[i]]; !ok {
-				h[w.keys[i]] = w.vals[i]
-			}
-		}
-		for k, v := range w.more {
-			if _, ok := h[k]; !ok {
-				h[k] = v
-			}
-		}
-	}
+	w.restore()
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Hijack restores the gateway's headers before an upgrade: ReverseProxy
+// writes the 101 itself, on the hijacked connection, with the headers set.
+func (w *informational) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.restore()
+	return w.ResponseWriter.Hijack()
+}
+
+// restore puts back the gateway's headers after a 1xx cleared them, ahead
+// of any the upstream set with the same name, as if no 1xx had come.
+func (w *informational) restore() {
+	if !w.got1xx {
+		return
+	}
+	w.got1xx = false
+	h := w.Header()
+	for i := range w.n {
+		h[w.keys[i]] = append(w.vals[i][:len(w.vals[i]):len(w.vals[i])], h[w.keys[i]]...)
+	}
+	for k, v := range w.more {
+		h[k] = append(v[:len(v):len(v)], h[k]...)
+	}
+}
+
 // Unwrap lets http.ResponseController reach the connection (flushes,
-// deadlines and the hijack of an upgrade).
+// deadlines).
 func (w *informational) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,15 +1,21 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"regexp"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestInformationalResponsesReachTheClient: an upstream's 103 Early Hints
@@ -74,4 +80,94 @@ routes:
 			t.Fatalf("informational answers %v %v, want one 103 with its Link", codes, hints)
 		}
 	})
+}
+
+// TestInformationalKeepsTheFinalHead: a 103 before the final answer changes
+// nothing in the final answer's head, on both transports: an upgrade's 101
+// keeps the RateLimit headers, and an upstream's header of the same name as
+// a gateway's is added to the gateway's, as without the 103.
+func TestInformationalKeepsTheFinalHead(t *testing.T) {
+	const hint = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+	for _, tc := range []struct{ name, final, req string }{
+		{"upgrade", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello",
+			"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"},
+		{"same-name", "HTTP/1.1 200 OK\r\nRateLimit: \"up\";r=1;t=1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+			"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachTransport(t, func(t *testing.T, transport string) {
+				var withHint atomic.Bool
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { ln.Close() })
+				go func() {
+					for {
+						c, err := ln.Accept()
+						if err != nil {
+							return
+						}
+						go func() {
+							defer c.Close()
+							br := bufio.NewReader(c)
+							for {
+								if l, err := br.ReadString('\n'); err != nil || l == "\r\n" {
+									break
+								}
+							}
+							if withHint.Load() {
+								_, _ = io.WriteString(c, hint)
+							}
+							_, _ = io.WriteString(c, tc.final)
+							_, _ = io.Copy(io.Discard, br) // until the client closes
+						}()
+					}
+				}()
+				h := startGateway(t, withTransport(transport, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0", token: "secret" }
+log: { access: false }
+policies:
+  per-ip: { limit: 10, window: 1m }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: { url: "http://%s" }
+    policies: [per-ip]
+`, ln.Addr())))
+				// finalHead sends req and returns the final answer's head,
+				// without its Date and with the remaining count blanked.
+				finalHead := func() string {
+					c, err := net.Dial("tcp", strings.TrimPrefix(h.proxy, "http://"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.Close()
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					_, _ = io.WriteString(c, tc.req)
+					r := bufio.NewReader(c)
+					for {
+						resp, err := http.ReadResponse(r, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if resp.StatusCode == http.StatusEarlyHints {
+							continue
+						}
+						resp.Header.Del("Date")
+						var b strings.Builder
+						fmt.Fprintf(&b, "%d\n", resp.StatusCode)
+						_ = resp.Header.Write(&b)
+						return regexp.MustCompile(`[rt]=\d+|(Remaining|Reset): \d+`).ReplaceAllString(b.String(), "N")
+					}
+				}
+				want := finalHead()
+				withHint.Store(true)
+				if got := finalHead(); got != want {
+					t.Fatalf("final head after a 103:\n%s\nwithout it:\n%s", got, want)
+				}
+			})
+		})
+	}
 }
