@@ -677,7 +677,7 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 		return
 	}
 	upstart := time.Now()
-	pw := proxyWriter(c.Writer)
+	pw := proxyWriter(c.Writer, c.Request)
 	rt.proxy.ServeHTTP(pw, c.Request)
 	pw.release()
 	// A client's fault is not an upstream exchange.

@@ -15,7 +15,10 @@ import (
 // gateway's own headers (RateLimit and the like, set before the exchange)
 // for the final answer: ReverseProxy clears every header after it writes a
 // 1xx. A 100 Continue is not passed on: the server sends its own when the
-// proxy starts reading the request body.
+// proxy starts reading the request body. Nor is any 1xx of a request that
+// expects 100-continue: net/http's Transport would pass it on from its read
+// loop while its write loop, reading the body, has the server write its
+// 100 to the same connection (a data race on the connection's buffer).
 type informational struct {
 	gin.ResponseWriter
 	keys   [8]string
@@ -23,14 +26,18 @@ type informational struct {
 	more   http.Header // the gateway's headers past the first eight
 	n      int
 	got1xx bool
+	pass   bool // 1xx answers are passed on
 }
 
 var informationalPool = sync.Pool{New: func() any { return new(informational) }}
 
-// proxyWriter wraps w for one exchange; release it when the exchange ends.
-func proxyWriter(w gin.ResponseWriter) *informational {
+// proxyWriter wraps w for the exchange of r; release it when the exchange
+// ends.
+func proxyWriter(w gin.ResponseWriter, r *http.Request) *informational {
 	iw := informationalPool.Get().(*informational)
 	iw.ResponseWriter = w
+	// The server answers any other expectation with 417 before the handler.
+	iw.pass = len(r.Header["Expect"]) == 0
 	for k, v := range w.Header() {
 		if iw.n < len(iw.keys) {
 			iw.keys[iw.n], iw.vals[iw.n] = k, v
@@ -50,13 +57,14 @@ func (w *informational) release() {
 	informationalPool.Put(w)
 }
 
-// WriteHeader writes a 1xx to the client at once, with the headers set so
-// far (the upstream's, as ReverseProxy copies them, after the gateway's on
-// the first), and restores the gateway's headers before the final answer.
+// WriteHeader writes a 1xx passed on (see informational) to the client at
+// once, with the headers set so far (the upstream's, as ReverseProxy copies
+// them, after the gateway's on the first), and restores the gateway's
+// headers before the final answer.
 func (w *informational) WriteHeader(code int) {
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 		w.got1xx = true
-		if u, ok := w.ResponseWriter.(interface{ Unwrap() http.ResponseWriter }); ok && code != http.StatusContinue {
+		if u, ok := w.ResponseWriter.(interface{ Unwrap() http.ResponseWriter }); ok && code != http.StatusContinue && w.pass {
 			u.Unwrap().WriteHeader(code)
 		}
 		return

@@ -171,3 +171,79 @@ routes:
 		})
 	}
 }
+
+// TestInformationalWithExpectContinue: an upstream that sends 100 and then a
+// 103 at once, for a request that expects 100-continue: the client gets one
+// 100 (the gateway's own, when the proxy reads the body), no 103, and the
+// final answer, on both transports. On the standard transport a 103 passed
+// on would be written by the transport's read loop while its write loop,
+// reading the body, writes the 100 to the same connection (a data race
+// that -race reports, and bytes that may interleave).
+func TestInformationalWithExpectContinue(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, transport string) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					br := bufio.NewReader(c)
+					for {
+						for {
+							l, err := br.ReadString('\n')
+							if err != nil {
+								return
+							}
+							if l == "\r\n" {
+								break
+							}
+						}
+						_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+						body := make([]byte, 5)
+						if _, err := io.ReadFull(br, body); err != nil {
+							return
+						}
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+string(body))
+					}
+				}()
+			}
+		}()
+		h := startGateway(t, withTransport(transport, fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0", token: "secret" }
+log: { access: false }
+policies:
+  per-ip: { limit: 1000, window: 1m }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: { url: "http://%s" }
+    policies: [per-ip]
+`, ln.Addr())))
+		for i := range 50 {
+			c, err := net.Dial("tcp", strings.TrimPrefix(h.proxy, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+			br := bufio.NewReader(c)
+			first, _ := br.ReadString('\n')
+			_, _ = io.WriteString(c, "hello")
+			rest, _ := io.ReadAll(br)
+			c.Close()
+			all := first + string(rest)
+			if first != "HTTP/1.1 100 Continue\r\n" || strings.Count(all, "HTTP/1.1 100 ") != 1 || strings.Count(all, "HTTP/1.1 103 ") != 0 ||
+				strings.Count(all, "HTTP/1.1 200 OK\r\n") != 1 || !strings.HasSuffix(all, "\r\n\r\nhello") {
+				t.Fatalf("request %d: %q", i, all)
+			}
+		}
+	})
+}
