@@ -32,7 +32,7 @@ type batcher struct {
 	flushing   int
 	maxFlushes int
 	pool       sync.Pool
-	single     *redis.Client // a standalone or sentinel client; nil on a cluster
+	single     *redis.Client // a standalone or sentinel client; nil on a cluster or a small pool
 	pins       []*pinned     // idle pinned connections, at most maxFlushes
 	closed     bool
 }
@@ -40,9 +40,10 @@ type batcher struct {
 // pinned is a connection that the flushes keep between pipelines on a
 // standalone server (or a sentinel group's master): a busy store then
 // skips the pool's liveness check, a syscall per pipeline. A connection
-// idle for longer than pinnedIdle goes back to the pool, whose next Get
-// checks it, so a connection the server or a middlebox closed while idle
-// is never used blindly; one whose exchange failed on the connection
+// that a flush finds idle for longer than pinnedIdle goes back to the pool,
+// whose next Get checks it, so a connection the server or a middlebox
+// closed while idle is never used blindly (until a flush comes, idle ones
+// stay pinned, out of the pool); one whose exchange failed on the connection
 // rather than with a Redis error reply is closed, with the other idle ones.
 // Idleness is measured on the store's clock.
 type pinned struct {
@@ -76,7 +77,11 @@ type pending struct {
 
 func newBatcher(s *Store, maxFlushes int) *batcher {
 	b := &batcher{s: s, maxFlushes: max(1, maxFlushes)}
-	b.single, _ = s.client.(*redis.Client)
+	// A pool no larger than the flushes in flight is not pinned: the other
+	// commands (Ping, trims, top keys) would wait for its timeout.
+	if c, ok := s.client.(*redis.Client); ok && c.Options().PoolSize > b.maxFlushes {
+		b.single = c
+	}
 	b.pool.New = func() any { return &pending{wake: make(chan bool, 1)} }
 	return b
 }

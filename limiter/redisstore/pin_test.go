@@ -89,3 +89,33 @@ func TestPinnedConnectionClosedWhileBusy(t *testing.T) {
 		}
 	}
 }
+
+// TestPinnedConnectionsSpareASmallPool: a pool no larger than the flushes
+// in flight is not pinned: its connections serve the other commands too
+// (Ping for /readyz, trims, top keys), idle or busy. With a pool of two,
+// both pinned by two calls at once, Ping waited for the pool's timeout.
+func TestPinnedConnectionsSpareASmallPool(t *testing.T) {
+	t.Parallel()
+	port := startRedis(t)
+	clock := limitertest.NewClock(time.Now())
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: addrOf(port), Clock: clock.Now, Timeout: 300 * time.Millisecond, PoolSize: 2, BreakerThreshold: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	p := limitertest.Policy(t, "pin-small", limiter.SlidingWindow, 1000, time.Minute)
+	for round := range 5 {
+		done := make(chan error, 2)
+		for range 2 {
+			go func() { _, err := s.Allow(context.Background(), p, "k", 1); done <- err }()
+		}
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Ping(context.Background()); err != nil {
+			t.Fatalf("round %d: Ping after two calls at once: %v", round, err)
+		}
+	}
+}

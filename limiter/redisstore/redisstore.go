@@ -34,8 +34,9 @@
 // would charge twice) and carry the configured timeout. On a standalone
 // server (or a sentinel group's master) the flushes keep their connections
 // between pipelines while busy, which spares the pool's liveness check, a
-// syscall per pipeline; a connection idle for a second goes back to the
-// pool and its check (batch.go).
+// syscall per pipeline; a connection a flush finds idle for a second goes
+// back to the pool and its check, and a pool of two connections or fewer
+// is not pinned (batch.go).
 //
 // Listing a policy's busiest keys costs no Redis command per request: each
 // process counts its requests in bounded summaries and writes them to Redis
