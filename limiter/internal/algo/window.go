@@ -125,7 +125,9 @@ func (w Window) FillCap(d *limiter.Decision, v WindowView, now, limit, capN int6
 
 // RetryAfter is the time until cost more units would fit if nothing else
 // arrived: the oldest bucket's weight shrinks linearly, and whole buckets
-// leave the window at bucket boundaries.
+// leave the window at bucket boundaries. It reads each bucket once: the
+// sums of the k+2 windows it tries come from the counts of the buckets
+// c-k..c+1 (the oldest of each) and of those ahead of them.
 func (w Window) RetryAfter(buckets []Bucket, now, limit, cost int64) time.Duration {
 	k := int64(w.Buckets)
 	never := time.Duration((k+1)*w.Size) * w.Tick
@@ -134,19 +136,35 @@ func (w Window) RetryAfter(buckets []Bucket, now, limit, cost int64) time.Durati
 	}
 	capN := w.Cap(limit)
 	c := now / w.Size
+	// at[j] is the count of bucket c+j-k, the oldest of window j; ahead is
+	// the count of the buckets after c+1, inside every window tried.
+	var buf [2 * (stackBuckets + 2)]int64
+	var at, ins []int64
+	if k <= stackBuckets {
+		at, ins = buf[:k+2], buf[k+2:2*(k+2)]
+	} else {
+		at, ins = make([]int64, k+2), make([]int64, k+2)
+	}
+	var ahead int64
+	for _, b := range buckets {
+		switch {
+		case b.Count <= 0 || b.Index < c-k:
+		case b.Index > c+1:
+			ahead = satAdd(ahead, b.Count)
+		default:
+			at[b.Index-(c-k)] = satAdd(at[b.Index-(c-k)], b.Count)
+		}
+	}
+	// ins[j] = ahead + at[j+1] + ... + at[k+1], the buckets wholly inside
+	// window j; each sum saturates, as a sum of the buckets one by one does.
+	ins[k+1] = ahead
+	for j := k; j >= 0; j-- {
+		ins[j] = satAdd(ins[j+1], at[j+1])
+	}
 	for j := int64(0); j <= k+1; j++ {
 		cj := c + j
 		start := max(now, cj*w.Size)
-		var inside, oldest int64
-		for _, b := range buckets {
-			switch {
-			case b.Count <= 0:
-			case b.Index > cj-k:
-				inside = satAdd(inside, b.Count)
-			case b.Index == cj-k:
-				oldest = satAdd(oldest, b.Count)
-			}
-		}
+		inside, oldest := ins[j], at[j]
 		if satAdd(satAdd(inside, oldest), cost) > capN {
 			continue
 		}
@@ -165,3 +183,7 @@ func (w Window) RetryAfter(buckets []Bucket, now, limit, cost int64) time.Durati
 	}
 	return never
 }
+
+// stackBuckets is the most buckets per window whose RetryAfter keeps its
+// sums on the stack.
+const stackBuckets = 16
