@@ -29,7 +29,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -94,7 +93,7 @@ func main() {
 	}
 	defer os.RemoveAll(tmp)
 
-	upstream := startUpstream()
+	upstream := procs.Upstream()
 	bin := filepath.Join(tmp, "sluice")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
 	build.Dir = ".." // the gateway builds in its own module, with its own go.sum
@@ -131,7 +130,7 @@ func main() {
 	}
 	for _, t := range targets {
 		if t.nginx {
-			t.url, t.stop = startNginx(tmp, upstream)
+			t.url, _, t.stop = procs.Nginx(tmp, upstream)
 		} else {
 			t.url, t.stop, t.pid = startSluice(tmp, bin, t.name, t.config, upstream)
 			t.redis = strings.Contains(t.config, "backend: redis")
@@ -200,21 +199,6 @@ func redisUp(addr string) bool {
 	return true
 }
 
-func startUpstream() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	body := []byte("hello from the upstream\n")
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		_, _ = w.Write(body)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	return ln.Addr().String()
-}
-
 func startSluice(dir, bin, name, extra, upstream string) (string, func(), int) {
 	addr := procs.FreeAddr()
 	routePolicies := ""
@@ -239,7 +223,7 @@ func startSluice(dir, bin, name, extra, upstream string) (string, func(), int) {
 // measure loads t and adds the CPU time per request of the gateway and,
 // for a Redis config, of the Redis server.
 func measure(tool string, t *target, c int, d time.Duration) sample {
-	gw0, rd0 := procCPU(t.pid), time.Duration(0)
+	gw0, rd0 := procs.CPUTime(t.pid), time.Duration(0)
 	if t.redis {
 		rd0 = redisCPU(*redis)
 	}
@@ -247,33 +231,12 @@ func measure(tool string, t *target, c int, d time.Duration) sample {
 	s := load(tool, t.url, c, d)
 	n := s.RPS * time.Since(start).Seconds()
 	if n > 0 && t.pid > 0 {
-		s.GatewayCPU = float64(procCPU(t.pid)-gw0) / float64(time.Microsecond) / n
+		s.GatewayCPU = float64(procs.CPUTime(t.pid)-gw0) / float64(time.Microsecond) / n
 	}
 	if n > 0 && t.redis {
 		s.RedisCPU = float64(redisCPU(*redis)-rd0) / float64(time.Microsecond) / n
 	}
 	return s
-}
-
-// procCPU returns the user and system CPU time of process pid so far (zero
-// where /proc is missing). /proc counts in clock ticks of 1/100 s.
-func procCPU(pid int) time.Duration {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces), from field 3.
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // redisCPU returns the Redis server's used CPU time so far (INFO cpu).
@@ -308,37 +271,6 @@ func redisCPU(addr string) time.Duration {
 	return time.Duration(total * float64(time.Second))
 }
 
-func startNginx(dir, upstream string) (string, func()) {
-	addr := procs.FreeAddr()
-	ndir := filepath.Join(dir, "nginx")
-	_ = os.MkdirAll(filepath.Join(ndir, "logs"), 0o755)
-	conf := fmt.Sprintf(`worker_processes %d;
-pid %s/nginx.pid;
-error_log %s/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream app { server %s; keepalive 64; }
-  server {
-    listen %s;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`, runtime.NumCPU(), ndir, ndir, upstream, addr)
-	path := filepath.Join(ndir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		log.Fatal(err)
-	}
-	cmd := exec.Command("nginx", "-p", ndir, "-c", path, "-g", "daemon off;")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
-	}
-	procs.WaitUp(addr)
-	return "http://" + addr + "/", func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-}
-
-// load drives url with c connections for d.
 func load(tool, url string, c int, d time.Duration) sample {
 	if tool == "wrk" {
 		return wrk(url, c, d)

@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -72,7 +71,7 @@ func main() {
 	}
 	defer os.RemoveAll(tmp)
 
-	upstream := startUpstream()
+	upstream := procs.Upstream()
 	bin := filepath.Join(tmp, "sluice")
 	build := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
 	build.Dir = ".."
@@ -81,7 +80,10 @@ func main() {
 	}
 	var proxies []*proxy
 	if _, err := exec.LookPath("nginx"); err == nil && !*noNginx {
-		proxies = append(proxies, startNginx(tmp, upstream))
+		url, pid, stop := procs.Nginx(tmp, upstream)
+		// The master and its workers, looked up at each measurement: the
+		// workers may start after the master listens.
+		proxies = append(proxies, &proxy{name: "nginx", url: url, pids: func() []int { return procs.Children(pid) }, stop: stop})
 	}
 	proxies = append(proxies, startSluice(tmp, bin, "standard", upstream), startSluice(tmp, bin, "fast", upstream))
 	defer func() {
@@ -123,7 +125,7 @@ func main() {
 
 // run drives p with one scenario and measures the proxy's CPU time over it.
 func run(tool, postScript string, p *proxy, sc scenario, d time.Duration) result {
-	cpu0 := cpuTime(p.pids())
+	cpu0 := procs.CPUTime(p.pids()...)
 	var res result
 	var n float64
 	if tool == "wrk" {
@@ -132,7 +134,7 @@ func run(tool, postScript string, p *proxy, sc scenario, d time.Duration) result
 		res, n = goLoad(p.url, sc, d)
 	}
 	if n > 0 {
-		res.cpuPerReq = float64(cpuTime(p.pids())-cpu0) / float64(time.Microsecond) / n
+		res.cpuPerReq = float64(procs.CPUTime(p.pids()...)-cpu0) / float64(time.Microsecond) / n
 	}
 	return res
 }
@@ -183,63 +185,6 @@ func medians(rs []result) result {
 	}
 }
 
-// cpuTime is the user plus system time of the processes so far.
-func cpuTime(pids []int) time.Duration {
-	var ticks int64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// The fields after the command name, which is in parentheses.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-		if len(f) < 13 {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64) // utime, field 14
-		s, _ := strconv.ParseInt(f[12], 10, 64) // stime, field 15
-		ticks += u + s
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
-}
-
-// children returns pid and the processes whose parent it is.
-func children(pid int) []int {
-	pids := []int{pid}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		n, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			pids = append(pids, n)
-		}
-	}
-	return pids
-}
-
-func startUpstream() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
-	}
-	body := []byte("hello from the upstream\n")
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "text/plain")
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		_, _ = w.Write(body)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	return ln.Addr().String()
-}
-
 func startSluice(dir, bin, transport, upstream string) *proxy {
 	addr := procs.FreeAddr()
 	cfg := fmt.Sprintf("listen: %q\nupstream_transport: %s\nadmin: { listen: %q, token: bench }\nlog: { level: warn, access: false }\n"+
@@ -256,40 +201,6 @@ func startSluice(dir, bin, transport, upstream string) *proxy {
 	procs.WaitUp(addr)
 	pid := cmd.Process.Pid
 	return &proxy{name: "sluice-" + transport, url: "http://" + addr + "/", pids: func() []int { return []int{pid} },
-		stop: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}
-}
-
-func startNginx(dir, upstream string) *proxy {
-	addr := procs.FreeAddr()
-	ndir := filepath.Join(dir, "nginx")
-	_ = os.MkdirAll(filepath.Join(ndir, "logs"), 0o755)
-	conf := fmt.Sprintf(`worker_processes %d;
-pid %s/nginx.pid;
-error_log %s/logs/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream app { server %s; keepalive 64; }
-  server {
-    listen %s;
-    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-`, runtime.NumCPU(), ndir, ndir, upstream, addr)
-	path := filepath.Join(ndir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		log.Fatal(err)
-	}
-	cmd := exec.Command("nginx", "-p", ndir, "-c", path, "-g", "daemon off;")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		log.Fatal(err)
-	}
-	procs.WaitUp(addr)
-	pid := cmd.Process.Pid
-	// The master and its workers, looked up at each measurement: the
-	// workers may start after the master listens.
-	return &proxy{name: "nginx", url: "http://" + addr + "/", pids: func() []int { return children(pid) },
 		stop: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}
 }
 

@@ -1,6 +1,6 @@
 // Package procs holds the process plumbing that the load programs under
-// cmd/ share: free loopback ports, waiting for a listener, and wrk's
-// latency figures.
+// cmd/ share: free loopback ports, waiting for a listener, wrk's latency
+// figures, the upstream, nginx, and CPU time from /proc.
 package procs
 
 import (
