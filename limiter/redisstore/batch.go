@@ -120,22 +120,25 @@ func (b *batcher) unpin(pc *pinned, cmds []redis.Cmder, err error) {
 			broken = true
 		}
 	}
-	drop := []*pinned{pc}
+	var others []*pinned
 	b.mu.Lock()
 	switch {
 	case broken:
 		// The others likely share its fate (a restart, a failover):
 		// they go too, so that at most one more flush meets it.
-		drop = append(drop, b.pins...)
-		b.pins = b.pins[:0]
+		others = b.pins
+		b.pins = nil
 	case !b.closed && len(b.pins) < b.maxFlushes:
 		pc.used = b.s.clock()
 		b.pins = append(b.pins, pc)
-		drop = nil
+		pc = nil
 	}
 	b.mu.Unlock()
-	for _, d := range drop {
-		_ = d.conn.Close()
+	if pc != nil {
+		_ = pc.conn.Close()
+	}
+	for _, o := range others {
+		_ = o.conn.Close()
 	}
 }
 

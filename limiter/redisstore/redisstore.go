@@ -406,14 +406,18 @@ const unwellFor = 5 * time.Second
 // noteOutcome remembers a decision's unwell reply for Ping, and forgets it
 // when a decision succeeds. (Reads do not count: a replica or a full server
 // still answers them.)
-func (s *Store) noteOutcome(err error) {
+func (s *Store) noteOutcome(err error) { remember(&s.unwell, err, unwellReply) }
+
+// remember keeps err in last when bad(err) holds, and forgets what last
+// held when err is nil.
+func remember(last *atomic.Pointer[unwellState], err error, bad func(error) bool) {
 	switch {
 	case err == nil:
-		if s.unwell.Load() != nil {
-			s.unwell.Store(nil)
+		if last.Load() != nil {
+			last.Store(nil)
 		}
-	case unwellReply(err):
-		s.unwell.Store(&unwellState{err: err, at: time.Now()})
+	case bad(err):
+		last.Store(&unwellState{err: err, at: time.Now()})
 	}
 }
 

@@ -244,14 +244,7 @@ func (s *Store) trimWindow(name string, stale []any) {
 		if err == nil {
 			err = cmd.Err()
 		}
-		switch {
-		case err == nil:
-			if s.trimRefused.Load() != nil {
-				s.trimRefused.Store(nil)
-			}
-		case isReply(err):
-			s.trimRefused.Store(&unwellState{err: err, at: time.Now()})
-		}
+		remember(&s.trimRefused, err, isReply)
 	}()
 }
 
