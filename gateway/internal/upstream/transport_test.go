@@ -694,11 +694,13 @@ func TestResetMidBody(t *testing.T) {
 func TestCancellation(t *testing.T) {
 	t.Parallel()
 	gone := make(chan string, 2)
+	received := make(chan struct{}, 2)
 	up := newRawUpstream(t, func(n int64, c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil {
 			return
 		}
+		received <- struct{}{}
 		if req.URL.Path == "/body" {
 			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
 		}
@@ -708,7 +710,7 @@ func TestCancellation(t *testing.T) {
 	tr, _ := newTransport(t)
 	t.Run("waiting for the head", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+		go func() { <-received; cancel() }() // once the request is on the upstream
 		_, err := tr.RoundTrip(newReq(t, "GET", up.url("/head"), nil).WithContext(ctx))
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("got %v, want context.Canceled", err)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,7 +63,7 @@ func TestUnsolicitedAnswerAfterLongIdle(t *testing.T) {
 	mustDo(t, tr, newReq(t, "GET", up.url("/"), nil))
 	close(idleNow)
 	<-timedOut
-	time.Sleep(200 * time.Millisecond) // the 408 crosses loopback (a real wait: no clock moves a socket)
+	waitUnsolicited(t, tr, up.url("/"))
 	mu.Lock()
 	now = now.Add(2 * trustIdle)
 	mu.Unlock()
@@ -70,4 +71,25 @@ func TestUnsolicitedAnswerAfterLongIdle(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || body != "ok" {
 		t.Fatalf("GET after a long idle: %d %q, want the upstream's 200 on a new connection", resp.StatusCode, body)
 	}
+}
+
+// waitUnsolicited waits until the idle connection to url has something to
+// read (the upstream's 408 has crossed loopback), as its peek sees it.
+func waitUnsolicited(t *testing.T, tr *Transport, rawURL string) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tr.poolFor(u)
+	for range 5000 {
+		p.mu.Lock()
+		arrived := len(p.idle) == 1 && !p.idle[0].peekAlive()
+		p.mu.Unlock()
+		if arrived {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("the upstream's 408 never reached the idle connection")
 }
