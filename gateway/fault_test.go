@@ -30,7 +30,7 @@ func TestRedisFaults(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer fp.Close()
-			store := strings.Replace(redisStoreConfig(fp.Addr()), "timeout: 500ms", "timeout: 100ms", 1)
+			store := withRedisTimeout(redisStoreConfig(fp.Addr()), "100ms")
 			store = strings.Replace(store, "backend: redis,", "backend: redis, on_error: "+tc.onError+",", 1)
 			h := startGateway(t, strings.Replace(proxyConfig(up.URL, store), "per-ip: { limit: 3, window: 1m }", "per-ip: { limit: 100000, window: 1m }", 1))
 			errorsSoFar := func() int {

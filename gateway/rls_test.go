@@ -186,7 +186,7 @@ func TestRLSOnRedis(t *testing.T) {
 	t.Parallel()
 	addr := limitertest.RedisAddr(t)
 	cfg := strings.Replace(rlsConfig, "per-ip: { limit: 3, window: 1m }", "per-ip: { limit: 60, window: 1h }", 1)
-	h := startGateway(t, cfg+"store: "+strings.Replace(redisStoreConfig(addr), "timeout: 500ms", "timeout: 2s", 1)+"\n")
+	h := startGateway(t, cfg+"store: "+redisStoreConfig(addr)+"\n")
 	c := rlsClient(t, h.g.RLSAddr())
 	const callers, each = 50, 3
 	var mu sync.Mutex
