@@ -19,8 +19,8 @@ import (
 
 // The busiest-key listing on Redis. Requests are counted in process by a
 // topk.Tracker (no Redis command per request). About once a second each
-// process writes, for every policy it saw, one pipeline (a MULTI/EXEC per
-// plain pipeline) that writes its view of the current slot of time:
+// process writes, for every policy it saw, one plain pipeline (no
+// MULTI/EXEC) with its views of the slots of time that changed since:
 //
 //	<prefix>idx:{<policy>:t<shard>}:<alg>:<window ms>:<slot>:<process>   ZSET key -> count
 //	<prefix>idx:{<policy>:h}:<alg>:<window ms>:<slot>:<process>          HLL (dense) of the keys seen
@@ -34,6 +34,18 @@ import (
 // overwrites counts: a key dropped from a process's summary keeps the count
 // last written for it, which is still at most its true count, so the
 // listing's guarantee holds (and a half-written view does no harm).
+//
+// A flush that fails (Redis down, slow, or refusing the writes: OOM,
+// READONLY, NOPERM, LOADING) keeps the views it could not write, and the
+// next flushes send them again until one succeeds or their slot leaves the
+// window, when no listing reads it any more. What is kept is bounded: per
+// policy, the slots that overlap one window (at most 12), each at most
+// 8K-1 keys and a 12 KiB sketch, a later view of a slot replacing the
+// earlier one. Writing a view again counts nothing twice, whatever part of
+// an earlier attempt Redis applied (a reply lost after a timeout, a
+// pipeline half refused): every write sets this process's own keys of the
+// slot to the whole of what it counted there (ZADD without INCR, SET), and
+// its last slot in the gw set only rises (ZADD GT).
 //
 // A listing reads the processes active in the window, then, in one
 // pipeline, per shard ZUNIONSTORE of every process's views of the window's
@@ -50,16 +62,20 @@ type topKeys struct {
 	tracker *topk.Tracker
 	id      string // this process
 	flushMu sync.Mutex
-	stop    chan struct{}
-	done    chan struct{}
-	closing sync.Once
+	// unsent holds the views that no flush has written yet, until one
+	// does or their slot leaves the window; guarded by flushMu.
+	unsent   map[topShape]*unsentViews
+	stop     chan struct{}
+	done     chan struct{}
+	stopping sync.Once
+	closing  sync.Once
 }
 
 func (s *Store) startTopKeys(k int) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	s.top = &topKeys{s: s, tracker: topk.New(k, false), id: hex.EncodeToString(b[:]),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		unsent: map[topShape]*unsentViews{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go s.top.loop()
 	s.startResets()
 }
@@ -84,11 +100,16 @@ func (tk *topKeys) loop() {
 	}
 }
 
+// stopLoop stops the flush loop and waits until it returned.
+func (tk *topKeys) stopLoop() {
+	tk.stopping.Do(func() { close(tk.stop) })
+	<-tk.done
+}
+
 // close stops the flush loop after one last flush.
 func (tk *topKeys) close() {
 	tk.closing.Do(func() {
-		close(tk.stop)
-		<-tk.done
+		tk.stopLoop()
 		ctx, cancel := context.WithTimeout(context.Background(), tk.s.timeout)
 		_ = tk.flush(ctx)
 		cancel()
@@ -113,42 +134,43 @@ func (tk *topKeys) flush(ctx context.Context) error {
 	defer tk.flushMu.Unlock()
 	s := tk.s
 	now := s.clock().UnixNano()
-	type job struct {
-		p    *limiter.Policy
-		pipe redis.Pipeliner
-	}
-	var jobs []job
 	tk.tracker.Flush(now, func(p *limiter.Policy, views []topk.SlotView) {
-		pipe := s.client.Pipeline()
-		l := int64(topk.SlotLen(p))
-		last := int64(0)
-		gw := s.topName(p, "h", "gw")
-		for _, v := range views {
-			// Kept until one slot after the slot leaves the window.
-			ttl := time.Duration((v.Index+2)*l + int64(p.Window) - now)
-			ttl = max(ttl, time.Second)
-			var members [topShards][]redis.Z
-			for _, e := range v.Entries {
-				sh := topk.Hash(e.Key) % topShards
-				members[sh] = append(members[sh], redis.Z{Score: float64(e.N), Member: e.Key})
-			}
-			for sh := range topShards {
-				key := s.topName(p, shardTag(sh), slotPart(v.Index, tk.id))
-				if len(members[sh]) > 0 {
-					pipe.ZAdd(ctx, key, members[sh]...)
-					pipe.PExpire(ctx, key, ttl)
-				}
-			}
-			pipe.Set(ctx, s.topName(p, "h", slotPart(v.Index, tk.id)), v.Sketch.AppendDense(nil), ttl)
-			pipe.Set(ctx, s.topName(p, "h", slotPart(v.Index, tk.id)+":n"), v.Total, ttl)
-			pipe.ZAdd(ctx, gw, redis.Z{Score: float64(v.Index), Member: tk.id})
-			last = max(last, v.Index)
+		sh := topShape{p.Name, p.Algorithm, p.Window}
+		u := tk.unsent[sh]
+		if u == nil {
+			u = &unsentViews{slots: map[int64]slotWrite{}}
+			tk.unsent[sh] = u
 		}
-		first, _ := topk.Span(p, now)
-		pipe.ZRemRangeByScore(ctx, gw, "-inf", "("+strconv.FormatInt(first, 10))
-		pipe.PExpire(ctx, gw, time.Duration((last+2)*l+int64(p.Window)-now))
-		jobs = append(jobs, job{p, pipe})
+		u.p = p
+		for _, v := range views {
+			// A later view of a slot holds everything an earlier one did.
+			u.slots[v.Index] = slotWrite{index: v.Index, entries: v.Entries, sketch: v.Sketch.AppendDense(nil), total: v.Total}
+		}
 	})
+	var errs []error
+	for sh, u := range tk.unsent {
+		first, _ := topk.Span(u.p, now)
+		for ix := range u.slots {
+			if ix < first { // no listing reads it any more
+				delete(u.slots, ix)
+			}
+		}
+		if len(u.slots) == 0 {
+			delete(tk.unsent, sh)
+			continue
+		}
+		// Best effort, and outside the breaker: a flush must never be the
+		// call that probes a recovering Redis while requests wait.
+		if s.breaker != nil && s.breaker.open() {
+			errs = append(errs, fmt.Errorf("policy %s: %w", u.p.Name, ErrUnavailable))
+			continue
+		}
+		if _, err := tk.writeViews(ctx, u, now).Exec(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("policy %s: %w", u.p.Name, err))
+			continue
+		}
+		delete(tk.unsent, sh)
+	}
 	if s.blocked != nil {
 		// Rejections answered from the local cache, so that every
 		// process's listing shows the fleet's rejected counts.
@@ -160,25 +182,83 @@ func (tk *topKeys) flush(ctx context.Context) error {
 				pipe.IncrBy(ctx, name, n)
 				pipe.PExpire(ctx, name, k.window)
 			}
-			jobs = append(jobs, job{&limiter.Policy{Name: "(rejections)"}, pipe})
-		}
-	}
-	var errs []error
-	for _, j := range jobs {
-		// Best effort, and outside the breaker: a flush must never be the
-		// call that probes a recovering Redis while requests wait.
-		if s.breaker != nil && s.breaker.open() {
-			errs = append(errs, fmt.Errorf("policy %s: %w", j.p.Name, ErrUnavailable))
-			continue
-		}
-		if _, err := j.pipe.Exec(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("policy %s: %w", j.p.Name, err))
+			if s.breaker != nil && s.breaker.open() {
+				errs = append(errs, fmt.Errorf("rejections: %w", ErrUnavailable))
+			} else if _, err := pipe.Exec(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("rejections: %w", err))
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("redis busiest-key flush: %w", err)
 	}
 	return nil
+}
+
+// topShape identifies a policy's views the way their Redis keys do.
+type topShape struct {
+	name      string
+	algorithm limiter.Algorithm
+	window    time.Duration
+}
+
+// unsentViews are one policy's slot views that no flush has written yet.
+type unsentViews struct {
+	p     *limiter.Policy // the latest seen with this shape
+	slots map[int64]slotWrite
+}
+
+// slotWrite is what this process writes of one slot: the whole of what it
+// counted in the slot so far, so writing it again changes nothing.
+type slotWrite struct {
+	index   int64
+	entries []topk.Entry
+	sketch  []byte // dense encoding
+	total   int64
+}
+
+// writeViews returns a pipeline that writes u's slots. Every write sets
+// this process's own keys of a slot (ZADD without INCR, SET) or raises the
+// process's last slot (ZADD GT), so the pipeline may be sent again after
+// it failed, whatever part of it Redis applied, or after Redis applied it
+// and the reply was lost: nothing is counted twice.
+func (tk *topKeys) writeViews(ctx context.Context, u *unsentViews, now int64) redis.Pipeliner {
+	s, p := tk.s, u.p
+	pipe := s.client.Pipeline()
+	l := int64(topk.SlotLen(p))
+	last := now / l
+	for _, v := range u.slots {
+		// Kept until one slot after the slot leaves the window.
+		ttl := time.Duration((v.index+2)*l + int64(p.Window) - now)
+		ttl = max(ttl, time.Second)
+		var members [topShards][]redis.Z
+		for _, e := range v.entries {
+			sh := topk.Hash(e.Key) % topShards
+			members[sh] = append(members[sh], redis.Z{Score: float64(e.N), Member: e.Key})
+		}
+		for sh := range topShards {
+			key := s.topName(p, shardTag(sh), slotPart(v.index, tk.id))
+			if len(members[sh]) > 0 {
+				pipe.ZAdd(ctx, key, members[sh]...)
+				pipe.PExpire(ctx, key, ttl)
+			}
+		}
+		pipe.Set(ctx, s.topName(p, "h", slotPart(v.index, tk.id)), v.sketch, ttl)
+		pipe.Set(ctx, s.topName(p, "h", slotPart(v.index, tk.id)+":n"), v.total, ttl)
+		last = max(last, v.index)
+	}
+	gw := s.topName(p, "h", "gw")
+	first, _ := topk.Span(p, now)
+	newest := int64(0)
+	for ix := range u.slots {
+		newest = max(newest, ix)
+	}
+	pipe.ZAddArgs(ctx, gw, redis.ZAddArgs{GT: true, Members: []redis.Z{{Score: float64(newest), Member: tk.id}}})
+	pipe.ZRemRangeByScore(ctx, gw, "-inf", "("+strconv.FormatInt(first, 10))
+	// Until one slot after the current slot leaves the window: no process
+	// has written a later slot.
+	pipe.PExpire(ctx, gw, time.Duration((last+2)*l+int64(p.Window)-now))
+	return pipe
 }
 
 // Keys implements limiter.Store; see topkeys.go for the layout it reads.
