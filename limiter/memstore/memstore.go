@@ -97,13 +97,21 @@ type entry struct {
 	lastSeen int64    // ns
 	drained  int64    // ns: from then on the entry holds nothing worth keeping
 	rejected int64
+	top      topk.Hint // where the busiest-key summary counted the key last
 }
 
 // New returns a Store that keeps everything in memory; Close stops its
 // sweeper. Open keeps the counters in a file.
 func New(opts Options) *Store {
-	s := &Store{seed: maphash.MakeSeed(), clock: opts.Clock, top: topk.New(opts.TopK, true),
+	s := &Store{seed: maphash.MakeSeed(), clock: opts.Clock,
 		stop: make(chan struct{}), done: make(chan struct{})}
+	// The busiest-key summaries have a stripe per shard, guarded by the
+	// shard's lock: a decision takes one lock.
+	locks := make([]sync.Locker, shardCount)
+	for i := range s.shards {
+		locks[i] = &s.shards[i].mu
+	}
+	s.top = topk.NewLocked(opts.TopK, true, locks)
 	if s.clock == nil {
 		s.clock = time.Now
 		s.coarse = new(atomic.Int64)
@@ -220,8 +228,8 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		e.rejected++
 	}
 	e.drained = max(e.drained, now+int64(max(d.ResetAfter, d.RetryAfter, p.Window)))
+	s.top.ObserveLocked(p, e.key.key, h, now, &e.top)
 	sh.mu.Unlock()
-	s.top.ObserveHash(p, sk, h, now)
 	return d, nil
 }
 

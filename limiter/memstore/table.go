@@ -9,8 +9,9 @@ import (
 )
 
 // A call hashes its key once (locate): the hash picks the shard (its low
-// bits), the entry's place in the shard's table (the bits above) and the
-// key's stripe in the busiest-key summaries (topk.Tracker.ObserveHash).
+// bits, which also pick the key's stripe in the busiest-key summaries:
+// topk.NewLocked, one stripe per shard) and the entry's place in the
+// shard's table (the bits above).
 // Every policy's entry for one key has the same hash; the entry key tells
 // them apart.
 

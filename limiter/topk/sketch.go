@@ -28,9 +28,36 @@ type Sketch struct {
 // Add counts the key whose Hash is h.
 func (s *Sketch) Add(h uint64) {
 	i := h & (Registers - 1)
-	n := uint8(bits.TrailingZeros64(h>>sketchP|1<<sketchQ)) + 1
-	if n > s.reg[i] {
+	if n := rank(h); n > s.reg[i] {
 		s.reg[i] = n
+	}
+}
+
+// rank is the value that h sets its register to at least.
+func rank(h uint64) uint8 { return uint8(bits.TrailingZeros64(h>>sketchP|1<<sketchQ)) + 1 }
+
+// part is one stripe's share of a Sketch, when keys are split among n
+// stripes (a power of two, at most Registers) by the low bits of their
+// hash: stripe i counts only keys whose register index is i modulo n, so
+// it holds every n-th register, Registers/n bytes.
+type part []uint8
+
+func newPart(n int) part { return make(part, Registers/n) }
+
+// add counts the key whose hash is h in p, a part of one of n stripes.
+func (p part) add(h uint64, n int) {
+	i := (h & (Registers - 1)) >> bits.TrailingZeros(uint(n))
+	if r := rank(h); r > p[i] {
+		p[i] = r
+	}
+}
+
+// mergePart adds every key counted by p, the part of stripe i of n.
+func (s *Sketch) mergePart(p part, i, n int) {
+	for j, v := range p {
+		if v > s.reg[j*n+i] {
+			s.reg[j*n+i] = v
+		}
 	}
 }
 

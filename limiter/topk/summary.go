@@ -10,12 +10,13 @@ package topk
 // It is the paper's Stream-Summary: keys with equal counters share a
 // bucket, and the buckets form a list in increasing order, so counting a
 // request moves one key to the next bucket in O(1). Keys are found through
-// an open-addressing table on their Hash, whose slots hold the low half of
-// the hash beside the entry, so a probe reads no other entry. Everything
-// lives in slices indexed by int32, each entry's and each bucket's links
-// side by side, so once the summary has filled up, counting allocates
-// nothing and touches few cache lines. A summary is not safe for
-// concurrent use.
+// an open-addressing table on their Hash, whose slots hold the high half
+// of the hash beside the entry, so a probe reads no other entry. The high
+// half places them too: the low bits pick a key's stripe, so the keys of
+// one summary may all share them. Everything lives in slices indexed by
+// int32, each entry's and each bucket's links side by side, so once the
+// summary has filled up, counting allocates nothing and touches few cache
+// lines. A summary is not safe for concurrent use.
 type summary struct {
 	size int
 	// Per entry.
@@ -26,7 +27,7 @@ type summary struct {
 	bk     []bucket
 	free   int32 // first free bucket, chained through next
 	lowest int32 // the bucket of the smallest counter, -1 when empty
-	// table finds entries by hash, with linear probing: hash's low 32
+	// table finds entries by hash, with linear probing: hash's high 32
 	// bits << 32 | entry index + 1; 0 is free. It grows with the entries,
 	// at most a quarter full, up to 4*size slots.
 	table []uint64
@@ -49,9 +50,15 @@ type bucket struct {
 }
 
 func newSummary(size int) *summary {
-	s := &summary{size: size, free: -1, lowest: -1}
-	s.grow(min(64, 4*size))
+	s := new(summary)
+	s.init(size)
 	return s
+}
+
+// init makes s an empty summary with room for size keys.
+func (s *summary) init(size int) {
+	*s = summary{size: size, free: -1, lowest: -1}
+	s.grow(min(64, 4*size))
 }
 
 // grow makes the table the smallest power of two of at least n slots and
@@ -68,15 +75,15 @@ func (s *summary) grow(n int) {
 }
 
 // slotOf is the table word of entry e, whose hash is h.
-func slotOf(e int32, h uint64) uint64 { return uint64(uint32(h))<<32 | uint64(e+1) }
+func slotOf(e int32, h uint64) uint64 { return h>>32<<32 | uint64(e+1) }
 
 func (s *summary) find(key string, h uint64) int32 {
-	for i := h & s.mask; ; i = (i + 1) & s.mask {
+	for i := h >> 32 & s.mask; ; i = (i + 1) & s.mask {
 		w := s.table[i]
 		if w == 0 {
 			return -1
 		}
-		if uint32(w>>32) == uint32(h) {
+		if w>>32 == h>>32 {
 			if e := int32(uint32(w)) - 1; s.keys[e] == key {
 				return e
 			}
@@ -86,7 +93,7 @@ func (s *summary) find(key string, h uint64) int32 {
 
 func (s *summary) insert(e int32) {
 	h := s.hash[e]
-	i := h & s.mask
+	i := h >> 32 & s.mask
 	for s.table[i] != 0 {
 		i = (i + 1) & s.mask
 	}
@@ -96,7 +103,7 @@ func (s *summary) insert(e int32) {
 // remove takes entry e out of the table, shifting later entries of its
 // probe run back so that no tombstone is left.
 func (s *summary) remove(e int32) {
-	i := s.hash[e] & s.mask
+	i := s.hash[e] >> 32 & s.mask
 	for int32(uint32(s.table[i]))-1 != e {
 		i = (i + 1) & s.mask
 	}
@@ -197,13 +204,18 @@ func (s *summary) bump(e int32) {
 	s.linkTo(e, nb)
 }
 
-// add counts one request for key, whose Hash is h, and reports whether
-// s held key already.
-func (s *summary) add(key string, h uint64) (held bool) {
+// add counts one request for key, whose Hash is h, and returns the entry
+// that holds key now and whether s held key already. When hint is an entry
+// that holds key (where an earlier add put it), key is not looked up.
+func (s *summary) add(key string, h uint64, hint int32) (e int32, held bool) {
 	s.total++
+	if hint >= 0 && int(hint) < len(s.keys) && s.keys[hint] == key {
+		s.bump(hint)
+		return hint, true
+	}
 	if e := s.find(key, h); e >= 0 {
 		s.bump(e)
-		return true
+		return e, true
 	}
 	if len(s.keys) < s.size {
 		if 4*(len(s.keys)+1) > len(s.table) {
@@ -219,15 +231,15 @@ func (s *summary) add(key string, h uint64) (held bool) {
 		}
 		s.linkTo(e, b)
 		s.insert(e)
-		return false
+		return e, false
 	}
 	s.full = true
-	e := s.bk[s.lowest].head
+	e = s.bk[s.lowest].head
 	s.remove(e)
 	s.keys[e], s.hash[e] = key, h
 	s.insert(e)
 	s.bump(e)
-	return false
+	return e, false
 }
 
 // counter returns entry e's counter.

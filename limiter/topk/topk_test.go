@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestSummaryExactWhileItFits(t *testing.T) {
 	for range 10_000 {
 		k := "k" + strconv.Itoa(r.IntN(64))
 		want[k]++
-		s.add(k, Hash(k))
+		s.add(k, Hash(k), -1)
 	}
 	got := map[string]int64{}
 	s.drain(func(k string, n int64) { got[k] = n })
@@ -51,7 +52,7 @@ func TestSummaryBounds(t *testing.T) {
 					k = "light" + strconv.Itoa(int(r.ExpFloat64()*2000))
 				}
 				true_[k]++
-				s.add(k, Hash(k))
+				s.add(k, Hash(k), -1)
 			}
 			var sum int64
 			for e, k := range s.keys {
@@ -344,5 +345,72 @@ func TestObserveSketchSkipsHeldKeys(t *testing.T) {
 	_, active, total := tr.Candidates(p, now)
 	if active != want.Count() || total != 50_000 {
 		t.Fatalf("active %d total %d, want %d and 50000", active, total, want.Count())
+	}
+}
+
+// TestObserveLockedHints: a tracker whose stripes are guarded by the
+// caller's locks, counting with hints, lists exactly what a tracker with
+// its own locks lists for the same requests, though hints go stale (a slot
+// ends and the summaries are emptied, the policy is forgotten while idle
+// and comes back), are passed for the wrong key, or come from another
+// policy.
+func TestObserveLockedHints(t *testing.T) {
+	t.Parallel()
+	p := policy(t, 10*time.Second) // slots of 1s
+	q := &limiter.Policy{Name: "other", Limit: 1, Window: 10 * time.Second}
+	if err := q.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	locks := make([]sync.Locker, 8)
+	for i := range locks {
+		locks[i] = new(sync.Mutex)
+	}
+	got, want := NewLocked(4, true, locks), New(4, true) // 16 keys per summary: all fit
+	hints := map[string]*Hint{}
+	r := rand.New(rand.NewPCG(9, 10))
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	observe := func(pol *limiter.Policy, key string, hint *Hint) {
+		h := Hash(key)
+		l := locks[h%uint64(len(locks))]
+		l.Lock()
+		got.ObserveLocked(pol, key, h, now, hint)
+		l.Unlock()
+		want.Observe(pol, key, now)
+	}
+	for round := range 6 {
+		for range 2000 {
+			k := "k" + strconv.Itoa(r.IntN(40))
+			if hints[k] == nil {
+				hints[k] = new(Hint)
+			}
+			switch r.IntN(10) {
+			case 0: // another key's hint
+				observe(p, k, hints["k"+strconv.Itoa(r.IntN(40))])
+			case 1: // another policy, with this key's hint of p
+				observe(q, k, hints[k])
+			default:
+				observe(p, k, hints[k])
+			}
+			now += int64(time.Millisecond)
+		}
+		for _, tr := range []*Tracker{got, want} {
+			tr.Flush(now, nil)
+		}
+		for _, pol := range []*limiter.Policy{p, q} {
+			g, ga, gt := got.Candidates(pol, now)
+			w, wa, wt := want.Candidates(pol, now)
+			if fmt.Sprint(g) != fmt.Sprint(w) || ga != wa || gt != wt {
+				t.Fatalf("round %d, %s: candidates %v (active %d, total %d), want %v (%d, %d)", round, pol.Name, g, ga, gt, w, wa, wt)
+			}
+		}
+		if round == 2 { // idle past the window: both trackers forget the policies
+			now += int64(time.Minute)
+			for _, tr := range []*Tracker{got, want} {
+				tr.Flush(now, nil)
+				if c, _, _ := tr.Candidates(p, now); len(c) != 0 {
+					t.Fatalf("after an idle minute: candidates %v, want none", c)
+				}
+			}
+		}
 	}
 }

@@ -2,11 +2,14 @@
 // bounded work, and estimates how many distinct keys are active: the
 // per-process half of a store's key listing (see limiter.Store.Keys).
 //
-// A Tracker counts every request in process: per policy, four stripes
-// (picked by the key's hash: Hash, or for a tracker whose views stay in
-// process, the store's own, see ObserveHash) each hold a Space-Saving summary of 4K keys
-// and a HyperLogLog Sketch, behind the stripe's own mutex. Observe
-// allocates nothing and costs under 100ns of CPU (BenchmarkObserve). Time is cut into slots of
+// A Tracker counts every request in process: per policy, its stripes
+// (picked by the low bits of the key's hash: Hash, or for a tracker whose
+// views stay in process, the store's own, see ObserveHash) each hold a
+// Space-Saving summary of 4K keys and their share of a HyperLogLog Sketch.
+// A stripe is guarded by a lock: one of the tracker's own four (New), or
+// one of the caller's (NewLocked), so that a store that holds a lock for
+// the key anyway counts the request under it and takes no second lock.
+// Observe allocates nothing and costs under 100ns of CPU (BenchmarkObserve). Time is cut into slots of
 // a tenth of the policy's window (at least a second); Flush moves the
 // stripes' counts into a Misra-Gries summary per slot (8K-1 keys) and
 // returns each changed slot's view: its keys above total/8K, and at least
@@ -32,6 +35,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/sluice-gateway/sluice/limiter"
 )
@@ -43,15 +47,12 @@ const DefaultK = 500
 // so that a listing can fill a page with keys below the threshold.
 const Keep = 100
 
-// stripeCount stripes per policy, picked by the top bits of the key's
-// hash. (16 measured no faster in benchmarks/decisions at 64 callers, and
-// hold four times the counters. Counting a request whose stripe is busy
-// in a free one, which the bounds allow, measured slower: every stripe
-// then sees most keys and evicts.)
-const (
-	stripeCount = 4
-	stripeShift = 62
-)
+// stripeCount is the number of stripes of a Tracker made with New. (16
+// measured no faster in benchmarks/decisions at 64 callers, and hold four
+// times the counters. Counting a request whose stripe is busy in a free
+// one, which the bounds allow, measured slower: every stripe then sees most
+// keys and evicts.)
+const stripeCount = 4
 
 // SlotLen is the length of the slots of p: a tenth of its window, at least
 // one second.
@@ -65,10 +66,17 @@ func Span(p *limiter.Policy, now int64) (first, last int64) {
 }
 
 // Tracker counts requests per policy and key in process. It is safe for
-// concurrent use; the zero value is not usable, call New.
+// concurrent use; the zero value is not usable, call New or NewLocked.
 type Tracker struct {
-	k        int
-	keep     bool // keep slot views for listing from them (the memory store)
+	k    int
+	keep bool // keep slot views for listing from them (the memory store)
+	// locks guard the stripes: the key whose hash is h is counted in stripe
+	// h&mask under locks[h&mask]; len(locks) is a power of two.
+	locks []sync.Locker
+	mask  uint64
+	// mu serialises changes to policies and byPointer. It is never held
+	// while taking a stripe's lock; a stripe's lock may be held while
+	// taking it.
 	mu       sync.Mutex
 	policies atomic.Pointer[map[shape]*policyState]
 	// byPointer finds a policy's state by the *limiter.Policy that requests
@@ -85,27 +93,49 @@ type shape struct {
 	window    time.Duration
 }
 
+func shapeOf(p *limiter.Policy) shape { return shape{p.Name, p.Algorithm, p.Window} }
+
 type policyState struct {
 	policy  *limiter.Policy
+	shape   shape
 	slotLen int64
-	stripes [stripeCount]stripe
+	stripes []stripe // one per lock of the tracker
 
-	alive atomic.Bool // false once forgotten
+	// alive is false once forgotten; it changes only under every stripe's
+	// lock, so a caller holding one reads a settled value.
+	alive atomic.Bool
 
 	mu    sync.Mutex // guards slots and open
 	slots map[int64]*slotState
 	open  int64 // slots before it were handed over and forgotten
 }
 
+// stripe is the part of a policy's counts guarded by one lock.
 type stripe struct {
-	mu     sync.Mutex
 	slot   int64
 	end    int64 // the end of slot (ns); zero before the first request
-	sum    *summary
-	sketch *Sketch // nil until the stripe's first key
-	// Keep stripes on separate cache lines (and line pairs, which
-	// prefetchers fetch together), however the array is aligned.
-	_ [96]byte
+	sum    summary
+	sketch part // nil until the stripe's first key
+	// Keep stripes, which calls under different locks write at once, on
+	// separate cache lines (and line pairs, which prefetchers fetch
+	// together), however the array is aligned.
+	_ [stripePad]byte
+}
+
+// stripePad rounds a stripe up to a multiple of 128 bytes.
+const stripePad = (128 - unsafe.Sizeof(stripeData{})%128) % 128
+
+// stripeData is stripe without its padding.
+type stripeData struct {
+	slot, end int64
+	sum       summary
+	sketch    part
+}
+
+// ownLock is a mutex of a Tracker made with New, alone on its cache lines.
+type ownLock struct {
+	sync.Mutex
+	_ [128 - unsafe.Sizeof(sync.Mutex{})]byte
 }
 
 type slotState struct {
@@ -117,13 +147,33 @@ type slotState struct {
 }
 
 // New returns a Tracker with parameter k (the guarantee's K; k <= 0 means
-// DefaultK). With keep, slot views stay in process for Candidates and
+// DefaultK) whose stripes have their own locks: call Observe or
+// ObserveHash. With keep, slot views stay in process for Candidates and
 // Active; without, Flush hands them over and forgets finished slots.
 func New(k int, keep bool) *Tracker {
+	locks := make([]sync.Locker, stripeCount)
+	own := make([]ownLock, stripeCount)
+	for i := range locks {
+		locks[i] = &own[i]
+	}
+	return NewLocked(k, keep, locks)
+}
+
+// NewLocked is New for a caller that serialises the counting itself: the
+// tracker has one stripe per lock (len(locks) must be a power of two, at
+// most Registers), a key whose hash is h is counted in stripe
+// h%len(locks), and a caller of ObserveLocked holds that stripe's lock.
+// Flush takes each lock in turn, and takes no lock of the caller's while
+// holding one, so the caller may hold a lock of its own while taking these.
+func NewLocked(k int, keep bool, locks []sync.Locker) *Tracker {
+	n := len(locks)
+	if n == 0 || n&(n-1) != 0 || n > Registers {
+		panic("topk: the number of locks must be a power of two, at most Registers")
+	}
 	if k <= 0 {
 		k = DefaultK
 	}
-	t := &Tracker{k: k, keep: keep}
+	t := &Tracker{k: k, keep: keep, locks: locks, mask: uint64(n - 1)}
 	m := map[shape]*policyState{}
 	t.policies.Store(&m)
 	bp := map[*limiter.Policy]*policyState{}
@@ -134,15 +184,16 @@ func New(k int, keep bool) *Tracker {
 // K returns the tracker's K.
 func (t *Tracker) K() int { return t.k }
 
+// state returns the live state of p, adding it when p's shape has none.
 func (t *Tracker) state(p *limiter.Policy) *policyState {
-	if ps := (*t.byPointer.Load())[p]; ps != nil {
+	if ps := (*t.byPointer.Load())[p]; ps != nil && ps.live() {
 		return ps
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	sh := shape{p.Name, p.Algorithm, p.Window}
+	sh := shapeOf(p)
 	ps := (*t.policies.Load())[sh]
-	if ps == nil {
+	if ps == nil || !ps.live() {
 		ps = t.add(sh, p)
 	}
 	oldp := *t.byPointer.Load()
@@ -160,14 +211,17 @@ func (t *Tracker) state(p *limiter.Policy) *policyState {
 // add makes the state of a new policy shape; t.mu must be held.
 func (t *Tracker) add(sh shape, p *limiter.Policy) *policyState {
 	old := *t.policies.Load()
-	ps := &policyState{policy: p, slotLen: int64(SlotLen(p)), slots: map[int64]*slotState{}}
+	ps := &policyState{policy: p, shape: sh, slotLen: int64(SlotLen(p)), slots: map[int64]*slotState{},
+		stripes: make([]stripe, len(t.locks))}
 	ps.alive.Store(true)
 	for i := range ps.stripes {
-		ps.stripes[i].sum = newSummary(4 * t.k)
+		ps.stripes[i].sum.init(4 * t.k)
 	}
 	m := make(map[shape]*policyState, len(old)+1)
 	for k, v := range old {
-		m[k] = v
+		if v.live() {
+			m[k] = v
+		}
 	}
 	m[sh] = ps
 	t.policies.Store(&m)
@@ -177,48 +231,76 @@ func (t *Tracker) add(sh shape, p *limiter.Policy) *policyState {
 func (ps *policyState) live() bool { return ps.alive.Load() }
 
 // Observe counts one request for storeKey under p at now (ns since the
-// epoch).
+// epoch), in a Tracker made with New.
 func (t *Tracker) Observe(p *limiter.Policy, storeKey string, now int64) {
 	t.ObserveHash(p, storeKey, Hash(storeKey), now)
 }
 
 // ObserveHash is Observe for a caller that has hashed storeKey already: h
 // must be the same function of the key in every call on t, and Hash when
-// the views are merged with other processes' (the Redis store). A store
-// that keeps its views in process may pass its own, seeded hash, and hash
-// each key once per call.
+// the views are merged with other processes' (the Redis store).
 func (t *Tracker) ObserveHash(p *limiter.Policy, storeKey string, h uint64, now int64) {
-	ps := t.state(p)
-	st := &ps.stripes[h>>stripeShift]
-	st.mu.Lock()
-	for !ps.alive.Load() { // forgotten meanwhile: count in its successor
-		st.mu.Unlock()
+	l := t.locks[h&t.mask]
+	l.Lock()
+	t.ObserveLocked(p, storeKey, h, now, nil)
+	l.Unlock()
+}
+
+// A Hint remembers where a key was counted last, so that counting it again
+// skips finding its policy and its place in the summary. A caller keeps
+// one per key and policy, beside its own state of the key, and passes it
+// to every ObserveLocked for that key. A Hint is checked before it is
+// used: a stale one costs the lookup it would have saved. The zero value
+// is no hint.
+type Hint struct {
+	ps *policyState
+	e  int32 // the key's entry in its stripe's summary
+}
+
+// ObserveLocked is ObserveHash for a caller that holds the lock of the
+// key's stripe: the lock at h%len(locks) of those passed to NewLocked. A
+// store that keeps its views in process may pass its own, seeded hash, and
+// hash each key once per call. hint, when not nil, is the key's Hint, and
+// is updated; the key compares fastest with the one it holds when
+// storeKey is the same string (the caller's own copy of the key) in every
+// call.
+func (t *Tracker) ObserveLocked(p *limiter.Policy, storeKey string, h uint64, now int64, hint *Hint) {
+	var ps *policyState
+	e := int32(-1)
+	// Under the stripe's lock a policy stays live (see forget).
+	if hint != nil && hint.ps != nil && hint.ps.live() && hint.ps.shape == shapeOf(p) {
+		ps, e = hint.ps, hint.e
+	} else {
 		ps = t.state(p)
-		st = &ps.stripes[h>>stripeShift]
-		st.mu.Lock()
 	}
+	st := &ps.stripes[h&t.mask]
 	if now >= st.end { // past st.slot: no division while calls stay in it
 		if slot := now / ps.slotLen; slot > st.slot {
 			if st.sum.total > 0 {
-				ps.retire(st, t.k)
+				ps.retire(int(h&t.mask), t.k)
 			}
 			st.slot = slot
 		}
 		st.end = (st.slot + 1) * ps.slotLen
 	}
+	e, held := st.sum.add(storeKey, h, e)
 	// A key the summary holds was added to the sketch since both were
 	// last emptied (retire), and adding it again changes nothing.
-	if !st.sum.add(storeKey, h) {
+	if !held {
 		if st.sketch == nil {
-			st.sketch = new(Sketch)
+			st.sketch = newPart(len(ps.stripes))
 		}
-		st.sketch.Add(h)
+		st.sketch.add(h, len(ps.stripes))
 	}
-	st.mu.Unlock()
+	if hint != nil {
+		*hint = Hint{ps, e}
+	}
 }
 
-// retire moves a stripe's counts into its slot; st.mu must be held.
-func (ps *policyState) retire(st *stripe, k int) {
+// retire moves stripe i's counts into its slot; the stripe's lock must be
+// held.
+func (ps *policyState) retire(i, k int) {
+	st := &ps.stripes[i]
 	ps.mu.Lock()
 	ix := max(st.slot, ps.open) // a late straggler joins the oldest open slot
 	sl := ps.slots[ix]
@@ -236,8 +318,8 @@ func (ps *policyState) retire(st *stripe, k int) {
 	sl.total += st.sum.total
 	st.sum.drain(sl.counts.add)
 	if st.sketch != nil {
-		sl.sketch.Merge(st.sketch)
-		st.sketch.Reset()
+		sl.sketch.mergePart(st.sketch, i, len(ps.stripes))
+		clear(st.sketch)
 	}
 	sl.dirty = true
 	ps.mu.Unlock()
@@ -257,13 +339,12 @@ type SlotView struct {
 // kept until they leave the window (with keep).
 func (t *Tracker) Flush(now int64, publish func(p *limiter.Policy, views []SlotView)) {
 	for sh, ps := range *t.policies.Load() {
-		for i := range ps.stripes {
-			st := &ps.stripes[i]
-			st.mu.Lock()
-			if st.sum.total > 0 {
-				ps.retire(st, t.k)
+		for i, l := range t.locks {
+			l.Lock()
+			if ps.stripes[i].sum.total > 0 {
+				ps.retire(i, t.k)
 			}
-			st.mu.Unlock()
+			l.Unlock()
 		}
 		ps.mu.Lock()
 		var views []SlotView
@@ -297,27 +378,31 @@ func (t *Tracker) Flush(now int64, publish func(p *limiter.Policy, views []SlotV
 	}
 }
 
-// forget drops an idle policy unless a request came in meanwhile.
+// forget drops an idle policy unless a request came in meanwhile. It
+// marks ps dead under every stripe's lock, so that a call holding one
+// counts in ps or in its successor, then takes ps out of the maps unless
+// a successor has taken its place already.
 func (t *Tracker) forget(sh shape, ps *policyState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for i := range ps.stripes {
-		st := &ps.stripes[i]
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		if st.sum.total > 0 {
-			return
-		}
+	idle := true
+	for i, l := range t.locks {
+		l.Lock()
+		defer l.Unlock()
+		idle = idle && ps.stripes[i].sum.total == 0
 	}
+	if !idle {
+		return
+	}
+	ps.alive.Store(false)
+	t.mu.Lock() // a stripe's lock may be held while taking t.mu
+	defer t.mu.Unlock()
 	old := *t.policies.Load()
 	m := make(map[shape]*policyState, len(old))
 	for k, v := range old {
-		if k != sh {
+		if v != ps {
 			m[k] = v
 		}
 	}
 	t.policies.Store(&m)
-	ps.alive.Store(false)
 	oldp := *t.byPointer.Load()
 	bp := make(map[*limiter.Policy]*policyState, len(oldp))
 	for k, v := range oldp {
@@ -333,7 +418,7 @@ func (t *Tracker) forget(sh shape, ps *policyState) {
 // keys and the requests counted: what a Tracker made with keep knows after
 // Flush.
 func (t *Tracker) Candidates(p *limiter.Policy, now int64) (cands []Entry, active, total int64) {
-	ps := (*t.policies.Load())[shape{p.Name, p.Algorithm, p.Window}]
+	ps := (*t.policies.Load())[shapeOf(p)]
 	if ps == nil {
 		return nil, 0, 0
 	}
