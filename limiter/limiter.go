@@ -60,7 +60,7 @@
 // than T/K of them is read exactly, so it is listed unless N listed keys
 // have at least as many requests. ActiveKeys, the number of distinct keys
 // with a request in the same span, is a HyperLogLog estimate (standard
-// error 0.81%).
+// error 0.81%); a key reset since still counts (see KeyList).
 package limiter
 
 import (
@@ -358,7 +358,12 @@ type Store interface {
 type KeyList struct {
 	Keys []Usage
 	// ActiveKeys estimates how many distinct keys had a request in the
-	// window (and at most a tenth of a window before it).
+	// window (and at most a tenth of a window before it). A reset does not
+	// take a key out, and a key used again after its reset counts once:
+	// the estimate counts the keys that sent traffic, not those with quota
+	// in use, and a sketch cannot forget one key. So it may exceed the
+	// number of keys a listing of every key shows (those with requests
+	// since their last reset) by the keys reset in the window.
 	ActiveKeys int64
 }
 

@@ -512,6 +512,29 @@ func testKeys(t *testing.T, h *Harness) {
 			if got = list.Keys; len(got) != 3 || got[0].Key != "c" {
 				t.Fatalf("Keys after resetting a: %+v, want c, d, b", got)
 			}
+			// active_keys counts the keys that sent traffic in the window: a
+			// reset keeps a in it, and a used again counts once.
+			if list.ActiveKeys != 4 {
+				t.Fatalf("Keys after resetting a: active_keys %d, want 4", list.ActiveKeys)
+			}
+			MustAllow(t, h.Store, p, "a", 1)
+			list = MustKeys(t, h.Store, p, 100)
+			if list.ActiveKeys != 4 {
+				t.Fatalf("Keys after a's first request since its reset: active_keys %d, want 4", list.ActiveKeys)
+			}
+			var again *limiter.Usage
+			for i := range list.Keys {
+				if list.Keys[i].Key == "a" {
+					again = &list.Keys[i]
+				}
+			}
+			if again == nil {
+				t.Fatalf("Keys after a's first request since its reset: %+v, want a listed", list.Keys)
+			}
+			if want := int64(1); again.Count != want && (alg != limiter.GCRA || again.Count != want+1) {
+				// (gcra's count is its backlog rounded up: see testKeysFleet.)
+				t.Fatalf("a after its reset: count %d, want %d", again.Count, want)
+			}
 		})
 	}
 }
