@@ -568,7 +568,7 @@ func (s *Store) Peek(ctx context.Context, p *limiter.Policy, key string) (limite
 // Reset implements limiter.Store.
 func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error {
 	if s.blocked != nil {
-		s.blocked.take(blockedKeyOf(p, limiter.StoreKey(key)))
+		s.forgetBlocked(blockedKeyOf(p, limiter.StoreKey(key)))
 	}
 	return s.guardKey(ctx, p, limiter.StoreKey(key), func() error { return s.reset(ctx, p, key) })
 }

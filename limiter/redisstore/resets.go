@@ -43,7 +43,7 @@ func (s *Store) startResets() {
 			if err != nil {
 				continue
 			}
-			s.blocked.take(blockedKey{policy: parts[0], algorithm: limiter.Algorithm(parts[1]), window: time.Duration(window), key: parts[3]})
+			s.forgetBlocked(blockedKey{policy: parts[0], algorithm: limiter.Algorithm(parts[1]), window: time.Duration(window), key: parts[3]})
 		}
 	}()
 }
@@ -51,4 +51,11 @@ func (s *Store) startResets() {
 // publishReset tells every process of the fleet that storeKey of p was reset.
 func (s *Store) publishReset(ctx context.Context, p *limiter.Policy, storeKey string) error {
 	return s.client.Publish(ctx, s.resetChannel(), resetMessage(p, storeKey)).Err()
+}
+
+// forgetBlocked forgets what this process holds of k's rejections after a
+// reset: its local cache entry and the rejections on their way to Redis.
+func (s *Store) forgetBlocked(k blockedKey) {
+	s.blocked.take(k)
+	s.top.forgetRejections(k)
 }

@@ -88,4 +88,18 @@ end
 return 1
 `)
 
-var allScripts = []*redis.Script{gcraScript, logAddScript, refundWindowScript, gcraRefundScript}
+// addRejectedOnceScript adds a process's batch of rejections, answered
+// from its local cache, to a key's rejected count, once: the batch's
+// number is remembered per process, so a batch sent again after a lost
+// reply changes nothing. A process sends a new batch for a key only once
+// Redis confirmed its last, so comparing with the last number suffices.
+// KEYS = {rejected, last batch of this process}; ARGV = {n, batch, ttl_ms}.
+var addRejectedOnceScript = redis.NewScript(`
+if redis.call('GET', KEYS[2]) == ARGV[2] then return 0 end
+redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+`)
+
+var allScripts = []*redis.Script{addRejectedOnceScript, gcraScript, logAddScript, refundWindowScript, gcraRefundScript}

@@ -47,6 +47,13 @@ import (
 // slot to the whole of what it counted there (ZADD without INCR, SET), and
 // its last slot in the gw set only rises (ZADD GT).
 //
+// A flush also adds the rejections answered from the local cache
+// (blocked.go) to their keys' rejected counts, in numbered batches per key
+// that Redis applies once (addRejectedOnceScript, which remembers this
+// process's last batch in <key>:rej:<process>): a batch is sent again
+// until Redis confirms it, or for at most a window, and the rejections
+// answered meanwhile wait for the next batch.
+//
 // A listing reads the processes active in the window, then, in one
 // pipeline, per shard ZUNIONSTORE of every process's views of the window's
 // slots, the union's best 2K (or N) members, and DEL of the union; PFCOUNT
@@ -64,18 +71,23 @@ type topKeys struct {
 	flushMu sync.Mutex
 	// unsent holds the views that no flush has written yet, until one
 	// does or their slot leaves the window; guarded by flushMu.
-	unsent   map[topShape]*unsentViews
-	stop     chan struct{}
-	done     chan struct{}
-	stopping sync.Once
-	closing  sync.Once
+	unsent map[topShape]*unsentViews
+	// rejections are the rejections answered from the local cache on
+	// their way to Redis, by key; batches numbers their batches.
+	rejMu      sync.Mutex
+	rejections map[blockedKey]rejectionBatch
+	batches    uint64
+	stop       chan struct{}
+	done       chan struct{}
+	stopping   sync.Once
+	closing    sync.Once
 }
 
 func (s *Store) startTopKeys(k int) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	s.top = &topKeys{s: s, tracker: topk.New(k, false), id: hex.EncodeToString(b[:]),
-		unsent: map[topShape]*unsentViews{}, stop: make(chan struct{}), done: make(chan struct{})}
+		unsent: map[topShape]*unsentViews{}, rejections: map[blockedKey]rejectionBatch{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go s.top.loop()
 	s.startResets()
 }
@@ -174,25 +186,107 @@ func (tk *topKeys) flush(ctx context.Context) error {
 	if s.blocked != nil {
 		// Rejections answered from the local cache, so that every
 		// process's listing shows the fleet's rejected counts.
-		if pending := s.blocked.drainPending(); len(pending) > 0 {
-			pipe := s.client.Pipeline()
-			for k, n := range pending {
-				p := &limiter.Policy{Name: k.policy, Algorithm: k.algorithm, Window: k.window}
-				name := s.keyName(p, k.key) + ":rej"
-				pipe.IncrBy(ctx, name, n)
-				pipe.PExpire(ctx, name, k.window)
-			}
-			if s.breaker != nil && s.breaker.open() {
-				errs = append(errs, fmt.Errorf("rejections: %w", ErrUnavailable))
-			} else if _, err := pipe.Exec(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("rejections: %w", err))
-			}
+		if err := tk.writeRejections(ctx, now); err != nil {
+			errs = append(errs, fmt.Errorf("rejections: %w", err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("redis busiest-key flush: %w", err)
 	}
 	return nil
+}
+
+// rejectionBatch is what a key's rejections answered from the local
+// cache are on their way to Redis: a numbered batch that Redis has not
+// confirmed (sent again, with the same number, until it does), and those
+// drained since, for the next batch.
+type rejectionBatch struct {
+	id     uint64 // 0: no batch is waiting for Redis
+	n      int64  // rejections in batch id
+	more   int64  // rejections drained since, for the next batch
+	window time.Duration
+	first  int64 // when batch id was first sent (ns, the store's clock)
+}
+
+// writeRejections adds the rejections that the local cache answered to
+// their keys' counts in Redis, once each (addRejectedOnceScript), however
+// often a batch must be sent again. A batch Redis has not confirmed within
+// a window is dropped (the count it adds to expires a window after its
+// last write), so what is kept is bounded by the keys blocked in a window.
+func (tk *topKeys) writeRejections(ctx context.Context, now int64) error {
+	s := tk.s
+	tk.rejMu.Lock()
+	for k, n := range s.blocked.drainPending() {
+		b := tk.rejections[k]
+		b.more += n
+		b.window = k.window
+		tk.rejections[k] = b
+	}
+	type send struct {
+		k   blockedKey
+		b   rejectionBatch
+		cmd *redis.Cmd
+	}
+	var sends []send
+	for k, b := range tk.rejections {
+		if b.id != 0 && now-b.first > int64(b.window) {
+			b.id, b.n = 0, 0
+		}
+		if b.id == 0 {
+			if b.more == 0 {
+				delete(tk.rejections, k)
+				continue
+			}
+			tk.batches++
+			b.id, b.n, b.more, b.first = tk.batches, b.more, 0, now
+			tk.rejections[k] = b
+		}
+		sends = append(sends, send{k: k, b: b})
+	}
+	tk.rejMu.Unlock()
+	if len(sends) == 0 {
+		return nil
+	}
+	// Best effort, and outside the breaker, as the views above.
+	if s.breaker != nil && s.breaker.open() {
+		return ErrUnavailable
+	}
+	pipe := s.client.Pipeline()
+	for i, x := range sends {
+		p := &limiter.Policy{Name: x.k.policy, Algorithm: x.k.algorithm, Window: x.k.window}
+		name := s.keyName(p, x.k.key) + ":rej"
+		sends[i].cmd = addRejectedOnceScript.EvalSha(ctx, pipe, []string{name, name + ":" + tk.id},
+			x.b.n, x.b.id, max(x.k.window.Milliseconds(), 1))
+	}
+	_, err := pipe.Exec(ctx)
+	tk.rejMu.Lock()
+	defer tk.rejMu.Unlock()
+	noScript := false
+	for _, x := range sends {
+		if err := x.cmd.Err(); err != nil {
+			noScript = noScript || redis.HasErrorPrefix(err, "NOSCRIPT")
+			continue
+		}
+		// Confirmed, unless a reset forgot the batch meanwhile.
+		if b, ok := tk.rejections[x.k]; ok && b.id == x.b.id {
+			b.id, b.n = 0, 0
+			tk.rejections[x.k] = b
+		}
+	}
+	if noScript {
+		// A restarted or new server: the next flush finds the script.
+		_ = addRejectedOnceScript.Load(ctx, s.client).Err()
+	}
+	return err
+}
+
+// forgetRejections drops k's rejections on their way to Redis: its key
+// was reset and starts afresh. (A batch already sent may still land after
+// the reset.)
+func (tk *topKeys) forgetRejections(k blockedKey) {
+	tk.rejMu.Lock()
+	delete(tk.rejections, k)
+	tk.rejMu.Unlock()
 }
 
 // topShape identifies a policy's views the way their Redis keys do.

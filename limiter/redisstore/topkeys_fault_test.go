@@ -3,7 +3,9 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,8 +22,33 @@ import (
 type flushFault struct {
 	name string
 	// start returns the options of a store on a Redis of the test's own
-	// (or behind a proxy of its own), and the fault's break and heal.
-	start func(t *testing.T) (o redisstore.Options, brk, heal func(t *testing.T))
+	// (or behind a proxy of its own), and the fault's break and heal; or
+	// the client to build the store on, when not nil.
+	start func(t *testing.T) (c redis.UniversalClient, o redisstore.Options, brk, heal func(t *testing.T))
+}
+
+// loseReplies is a hook that, while on, lets the pipelines of flushes
+// (ZADD, EVAL) reach Redis and then fails them, as a connection lost
+// before the replies arrived would. (The handshake of a new connection is
+// a pipeline too; it is left alone.)
+type loseReplies struct{ on *atomic.Bool }
+
+func (h loseReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h loseReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h loseReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if h.on.Load() && slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "zadd" || c.Name() == "eval" }) {
+			lost := fmt.Errorf("reply lost: %w", io.ErrUnexpectedEOF)
+			for _, c := range cmds {
+				c.SetErr(lost)
+			}
+			return lost
+		}
+		return err
+	}
 }
 
 func proxiedRedis(t *testing.T) *faultproxy.Proxy {
@@ -49,15 +76,15 @@ func mustDo(t *testing.T, c *redis.Client, args ...any) {
 }
 
 var flushFaults = []flushFault{
-	{"connection refused", func(t *testing.T) (redisstore.Options, func(*testing.T), func(*testing.T)) {
+	{"connection refused", func(t *testing.T) (redis.UniversalClient, redisstore.Options, func(*testing.T), func(*testing.T)) {
 		fp := proxiedRedis(t)
-		return redisstore.Options{Addrs: []string{fp.Addr()}, Timeout: faultTimeout},
+		return nil, redisstore.Options{Addrs: []string{fp.Addr()}, Timeout: faultTimeout},
 			func(*testing.T) { fp.Refuse(true); fp.DropAll() },
 			func(*testing.T) { fp.Refuse(false) }
 	}},
-	{"reply lost (the write lands after the timeout)", func(t *testing.T) (redisstore.Options, func(*testing.T), func(*testing.T)) {
+	{"reply lost (the write lands after the timeout)", func(t *testing.T) (redis.UniversalClient, redisstore.Options, func(*testing.T), func(*testing.T)) {
 		fp := proxiedRedis(t)
-		return redisstore.Options{Addrs: []string{fp.Addr()}, Timeout: faultTimeout},
+		return nil, redisstore.Options{Addrs: []string{fp.Addr()}, Timeout: faultTimeout},
 			func(*testing.T) { fp.SetLatency(4 * faultTimeout) },
 			func(t *testing.T) {
 				fp.SetLatency(0)
@@ -70,21 +97,42 @@ var flushFaults = []flushFault{
 				}
 			}
 	}},
-	{"OOM", func(t *testing.T) (redisstore.Options, func(*testing.T), func(*testing.T)) {
+	{"OOM", func(t *testing.T) (redis.UniversalClient, redisstore.Options, func(*testing.T), func(*testing.T)) {
 		redisServer(t)
 		port := startRedis(t, "--maxmemory-policy", "noeviction")
 		admin := adminOf(t, port)
-		return redisstore.Options{Addrs: addrOf(port), Timeout: time.Second},
+		return nil, redisstore.Options{Addrs: addrOf(port), Timeout: time.Second},
 			func(t *testing.T) { mustDo(t, admin, "config", "set", "maxmemory", "1") },
 			func(t *testing.T) { mustDo(t, admin, "config", "set", "maxmemory", "0") }
 	}},
-	{"NOPERM on ZADD (the SETs land)", func(t *testing.T) (redisstore.Options, func(*testing.T), func(*testing.T)) {
+	{"NOPERM on ZADD (the SETs land)", func(t *testing.T) (redis.UniversalClient, redisstore.Options, func(*testing.T), func(*testing.T)) {
 		redisServer(t)
 		port := startRedis(t, "--user", "gw", "on", ">pw", "~*", "&*", "+@all")
 		admin := adminOf(t, port)
-		return redisstore.Options{Addrs: addrOf(port), Timeout: time.Second, Username: "gw", Password: "pw"},
+		return nil, redisstore.Options{Addrs: addrOf(port), Timeout: time.Second, Username: "gw", Password: "pw"},
 			func(t *testing.T) { mustDo(t, admin, "acl", "setuser", "gw", "-zadd") },
 			func(t *testing.T) { mustDo(t, admin, "acl", "setuser", "gw", "+zadd") }
+	}},
+	{"NOSCRIPT (script cache flushed)", func(t *testing.T) (redis.UniversalClient, redisstore.Options, func(*testing.T), func(*testing.T)) {
+		redisServer(t)
+		port := startRedis(t)
+		admin := adminOf(t, port)
+		return nil, redisstore.Options{Addrs: addrOf(port), Timeout: time.Second},
+			func(t *testing.T) { mustDo(t, admin, "script", "flush") },
+			func(*testing.T) {}
+	}},
+	{"reply lost after Redis applied every write", func(t *testing.T) (redis.UniversalClient, redisstore.Options, func(*testing.T), func(*testing.T)) {
+		o := redisstore.Options{Addrs: []string{limitertest.RedisAddr(t)}, Timeout: time.Second}
+		c, err := redisstore.NewClient(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		var on atomic.Bool
+		c.AddHook(loseReplies{&on})
+		return c, o,
+			func(*testing.T) { on.Store(true) },
+			func(*testing.T) { on.Store(false) }
 	}},
 }
 
@@ -150,16 +198,17 @@ func mustListExactly(t *testing.T, s *redisstore.Store, p *limiter.Policy, want 
 // TestKeysSurviveFailedFlushes: views that flushes could not write (for
 // each kind of failure) are written by the first flush after Redis
 // recovers, though their slot ended meanwhile, and are counted once even
-// when a failed flush was partly or wholly applied.
+// when a failed flush was partly or wholly applied; so are the rejections
+// that the local cache answered meanwhile.
 func TestKeysSurviveFailedFlushes(t *testing.T) {
 	t.Parallel()
 	for _, f := range flushFaults {
 		t.Run(f.name, func(t *testing.T) {
 			t.Parallel()
-			o, brk, heal := f.start(t)
+			c, o, brk, heal := f.start(t)
 			clock := limitertest.NewClock(time.Now())
 			o.Clock, o.Prefix = clock.Now, randomPrefix()
-			s, err := redisstore.New(nil, o)
+			s, err := redisstore.New(c, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -168,8 +217,18 @@ func TestKeysSurviveFailedFlushes(t *testing.T) {
 			p := limitertest.Policy(t, "flushfault", limiter.SlidingWindow, 1000, time.Minute)
 			mustAllowN(t, s, p, "a", 5)
 			mustAllowN(t, s, p, "b", 3)
+			// r: 2 admitted and 1 rejected by Redis, which blocks it in
+			// the local cache; 5 more rejected there during the fault.
+			q := limitertest.Policy(t, "flushfault-rej", limiter.SlidingWindow, 2, time.Minute)
+			mustAllowN(t, s, q, "r", 2)
+			limitertest.MustAllow(t, s, q, "r", 1)
 
 			brk(t)
+			for i := range 5 {
+				if d, err := s.Allow(context.Background(), q, "r", 1); err != nil || d.Allowed {
+					t.Fatalf("blocked request %d: allowed %v, error %v; want a rejection from the local cache", i, d.Allowed, err)
+				}
+			}
 			if err := s.FlushKeys(context.Background()); err == nil {
 				t.Fatal("a flush succeeded during the fault")
 			}
@@ -179,6 +238,10 @@ func TestKeysSurviveFailedFlushes(t *testing.T) {
 			mustFlushSoon(t, s)
 			mustAllowN(t, s, p, "c", 1)
 			mustListExactly(t, s, p, []topk.Entry{{Key: "a", N: 5}, {Key: "b", N: 3}, {Key: "c", N: 1}})
+			mustListExactly(t, s, q, []topk.Entry{{Key: "r", N: 8}})
+			if u, err := s.Peek(context.Background(), q, "r"); err != nil || u.Count != 2 || u.Rejected != 6 {
+				t.Fatalf("r: %+v, %v; want count 2, rejected 6", u, err)
+			}
 		})
 	}
 }
@@ -237,5 +300,45 @@ func TestFleetListingWhileOneGatewayIsCutOff(t *testing.T) {
 	want := []topk.Entry{{Key: "x", N: 10}, {Key: "y", N: 6}, {Key: "z", N: 5}}
 	for _, s := range stores {
 		mustListExactly(t, s, p, want)
+	}
+}
+
+// TestResetDropsRejectionsOnTheirWay: rejections answered from the local
+// cache while Redis was unreachable do not land on the key after a reset.
+func TestResetDropsRejectionsOnTheirWay(t *testing.T) {
+	t.Parallel()
+	fp := proxiedRedis(t)
+	clock := limitertest.NewClock(time.Now())
+	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{fp.Addr()}, Timeout: faultTimeout, Prefix: randomPrefix(), Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.StopKeyFlushLoop()
+	ctx := context.Background()
+	q := limitertest.Policy(t, "resetrej", limiter.SlidingWindow, 2, time.Minute)
+	mustAllowN(t, s, q, "r", 2)
+	limitertest.MustAllow(t, s, q, "r", 1) // rejected by Redis: blocked locally
+	fp.Refuse(true)
+	fp.DropAll()
+	for range 5 {
+		if d, err := s.Allow(ctx, q, "r", 1); err != nil || d.Allowed {
+			t.Fatalf("allowed %v, error %v; want a rejection from the local cache", d.Allowed, err)
+		}
+	}
+	if err := s.FlushKeys(ctx); err == nil {
+		t.Fatal("a flush succeeded while Redis was unreachable")
+	}
+	fp.Refuse(false)
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Reset(ctx, q, "r") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Reset still fails 5s after Redis came back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mustFlushSoon(t, s)
+	if u, err := s.Peek(ctx, q, "r"); err != nil || u.Count != 0 || u.Rejected != 0 {
+		t.Fatalf("r after its reset: %+v, %v; want nothing counted", u, err)
 	}
 }
