@@ -317,7 +317,7 @@ func (g *Gateway) buildState(cfg *Config, prev *state) (*state, error) {
 			rt.prefix = strings.TrimSuffix(rt.prefix, "/")
 		}
 		if rc.Upstream != nil {
-			if rt.proxy, err = g.newProxy(rc.Name, rt.prefix, rc.Upstream, ip, len(cfg.TrustedProxies) > 0); err != nil {
+			if rt.proxy, rt.direct, err = g.newProxy(rc.Name, rt.prefix, rc.Upstream, ip, len(cfg.TrustedProxies) > 0); err != nil {
 				return fail(fmt.Errorf("routes %s: %w", rc.Name, err))
 			}
 		}
@@ -678,7 +678,11 @@ func (g *Gateway) serveRequest(c *gin.Context) {
 	}
 	upstart := time.Now()
 	pw := proxyWriter(c.Writer, c.Request)
-	rt.proxy.ServeHTTP(pw, c.Request)
+	if rt.direct != nil {
+		rt.direct.serve(pw, c.Request)
+	} else {
+		rt.proxy.ServeHTTP(pw, c.Request)
+	}
 	pw.release()
 	// A client's fault is not an upstream exchange.
 	if status, _ := clientFault(c.Request, false); status == 0 && c.Request.Context().Err() == nil {

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"sync"
 
 	"github.com/gin-gonic/gin"
@@ -27,9 +29,16 @@ type informational struct {
 	n      int
 	got1xx bool
 	pass   bool // 1xx answers are passed on
+	// trace hands a direct exchange's 1xx answers to forward1xx; it is
+	// set once, when the pool makes the writer.
+	trace httptrace.ClientTrace
 }
 
-var informationalPool = sync.Pool{New: func() any { return new(informational) }}
+var informationalPool = sync.Pool{New: func() any {
+	w := new(informational)
+	w.trace.Got1xxResponse = w.forward1xx
+	return w
+}}
 
 // proxyWriter wraps w for the exchange of r; release it when the exchange
 // ends.
@@ -53,8 +62,20 @@ func proxyWriter(w gin.ResponseWriter, r *http.Request) *informational {
 }
 
 func (w *informational) release() {
-	*w = informational{}
+	*w = informational{trace: w.trace}
 	informationalPool.Put(w)
+}
+
+// forward1xx writes an upstream's informational answer as ReverseProxy's
+// trace does: with the answer's headers, which it then clears.
+func (w *informational) forward1xx(code int, header textproto.MIMEHeader) error {
+	h := w.Header()
+	for k, v := range header {
+		h[k] = append(h[k], v...)
+	}
+	w.WriteHeader(code)
+	clear(h)
+	return nil
 }
 
 // WriteHeader writes a 1xx passed on (see informational) to the client at

@@ -27,6 +27,7 @@ type route struct {
 	host     string              // lower case, no port; empty matches any host
 	methods  []string
 	proxy    *httputil.ReverseProxy
+	direct   *directProxy // proxy's cheaper path; nil unless the fast transport serves the upstream itself
 	respond  *RespondConfig
 	limiter  *middleware.Limiter // nil when the route has no policies
 }
@@ -153,14 +154,15 @@ func newTransport() *http.Transport {
 	}
 }
 
-// newProxy returns the reverse proxy of one upstream route.
-func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middleware.IPResolver, trusted bool) (*httputil.ReverseProxy, error) {
+// newProxy returns the reverse proxy of one upstream route, and its
+// directProxy when the route's transport serves the upstream itself.
+func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middleware.IPResolver, trusted bool) (*httputil.ReverseProxy, *directProxy, error) {
 	target, err := url.Parse(up.URL)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	strip := up.StripPrefix && prefix != "/"
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			if strip {
 				pr.Out.URL.Path = ensureSlash(strings.TrimPrefix(pr.In.URL.Path, prefix))
@@ -205,7 +207,11 @@ func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middlewa
 			g.log.Load().Debug("upstream error", "route", name, "err", err)
 			middleware.WriteJSONError(w, status, msg)
 		},
-	}, nil
+	}
+	if ft, ok := rp.Transport.(*upstream.Transport); ok && ft.Serves(target) {
+		return rp, &directProxy{rp: rp, log: g.log.Load}, nil
+	}
+	return rp, nil, nil
 }
 
 // setXForwarded is httputil.ProxyRequest.SetXForwarded with one

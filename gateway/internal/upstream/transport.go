@@ -149,12 +149,18 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // handOff names why req goes to the Fallback, or returns "".
 func handOff(req *http.Request) string {
-	switch {
-	case req.URL.Scheme != "http":
+	if !servesItself(req.URL) {
 		return "scheme " + req.URL.Scheme
 	}
 	return ""
 }
+
+// servesItself reports whether requests to u are the Transport's own.
+func servesItself(u *url.URL) bool { return u.Scheme == "http" }
+
+// Serves reports whether the Transport serves requests to u itself, on the
+// caller's goroutine, rather than handing them to the Fallback.
+func (t *Transport) Serves(u *url.URL) bool { return servesItself(u) }
 
 // exchange writes req on c and reads the response head. On error c is
 // closed; on success the returned body owns c.
