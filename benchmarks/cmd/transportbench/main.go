@@ -11,6 +11,12 @@
 //
 //	cd benchmarks && go run ./cmd/transportbench                   # 5 rounds of 10s
 //	cd benchmarks && go run ./cmd/transportbench -rounds 1 -d 1s   # smoke run
+//	cd benchmarks && go run ./cmd/transportbench -base main        # this tree against main
+//
+// With -base REV it also builds sluice as it is at git revision REV and
+// runs that build's fast transport beside this tree's, reporting the
+// medians of the per-round ratios of the two (the rounds of a shared machine
+// differ more than the two builds within one round).
 package main
 
 import (
@@ -42,7 +48,11 @@ var (
 	duration = flag.Duration("d", 10*time.Second, "load per proxy, scenario and round")
 	conns    = flag.Int("c", 64, "connections of the many-connection scenarios")
 	noNginx  = flag.Bool("no-nginx", false, "leave nginx out even when installed")
+	base     = flag.String("base", "", "a git revision: also run its build's fast transport and compare this tree's with it")
 )
+
+// baseName is the proxy name of the -base build.
+const baseName = "sluice-fast@base"
 
 type proxy struct {
 	name string
@@ -72,12 +82,7 @@ func main() {
 	defer os.RemoveAll(tmp)
 
 	upstream := procs.Upstream()
-	bin := filepath.Join(tmp, "sluice")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		log.Fatalf("building sluice: %v\n%s", err, out)
-	}
+	bin := buildSluice(tmp, "..", "sluice")
 	var proxies []*proxy
 	if _, err := exec.LookPath("nginx"); err == nil && !*noNginx {
 		url, pid, stop := procs.Nginx(tmp, upstream)
@@ -85,7 +90,19 @@ func main() {
 		// workers may start after the master listens.
 		proxies = append(proxies, &proxy{name: "nginx", url: url, pids: func() []int { return procs.Children(pid) }, stop: stop})
 	}
-	proxies = append(proxies, startSluice(tmp, bin, "standard", upstream), startSluice(tmp, bin, "fast", upstream))
+	proxies = append(proxies, startSluice(tmp, bin, "sluice-standard", "standard", upstream), startSluice(tmp, bin, "sluice-fast", "fast", upstream))
+	if *base != "" {
+		src := filepath.Join(tmp, "base")
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			log.Fatal(err)
+		}
+		// The revision's tree, without touching the repository's worktrees.
+		export := exec.Command("sh", "-c", `git -C .. archive "$0" | tar -x -C "$1"`, *base, src)
+		if out, err := export.CombinedOutput(); err != nil {
+			log.Fatalf("exporting %s: %v\n%s", *base, err, out)
+		}
+		proxies = append(proxies, startSluice(tmp, buildSluice(tmp, src, "sluice-base"), baseName, "fast", upstream))
+	}
 	defer func() {
 		for _, p := range proxies {
 			p.stop()
@@ -159,7 +176,41 @@ func report(w io.Writer, tool string, scenarios []scenario, proxies []*proxy, re
 		}
 		fmt.Fprintf(w, "| %s | %s | %.2fx | %+.0f%% | %.2fx |\n", sc.name, ng, fast.rps/std.rps, 100*(fast.cpuPerReq/std.cpuPerReq-1), fast.p99/std.p99)
 	}
-	fmt.Fprintf(w, "\nCommand: cd benchmarks && go run ./cmd/transportbench -rounds %d -d %v -c %d\n", *rounds, *duration, *conns)
+	flags := ""
+	if *noNginx {
+		flags += " -no-nginx"
+	}
+	if *base != "" {
+		flags += " -base " + *base
+		fmt.Fprintf(w, "\nThis tree's fast transport against %s's: medians of the per-round ratios.\n\n", *base)
+		fmt.Fprintln(w, "| scenario | req/s | CPU per request | p99 |")
+		fmt.Fprintln(w, "|---|---|---|---|")
+		for _, sc := range scenarios {
+			fast, old := results[sc.name]["sluice-fast"], results[sc.name][baseName]
+			ratio := func(f func(result) float64) float64 {
+				rs := make([]float64, len(fast))
+				for i := range fast {
+					rs[i] = f(fast[i]) / f(old[i])
+				}
+				return median(rs)
+			}
+			fmt.Fprintf(w, "| %s | %.2fx | %+.0f%% | %.2fx |\n", sc.name, ratio(func(r result) float64 { return r.rps }),
+				100*(ratio(func(r result) float64 { return r.cpuPerReq })-1), ratio(func(r result) float64 { return r.p99 }))
+		}
+	}
+	fmt.Fprintf(w, "\nCommand: cd benchmarks && go run ./cmd/transportbench -rounds %d -d %v -c %d%s\n", *rounds, *duration, *conns, flags)
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	sort.Float64s(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 func medians(rs []result) result {
@@ -168,14 +219,7 @@ func medians(rs []result) result {
 		for i, r := range rs {
 			v[i] = f(r)
 		}
-		if len(v) == 0 {
-			return 0
-		}
-		sort.Float64s(v)
-		if len(v)%2 == 1 {
-			return v[len(v)/2]
-		}
-		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+		return median(v)
 	}
 	return result{
 		rps:       pick(func(r result) float64 { return r.rps }),
@@ -185,11 +229,23 @@ func medians(rs []result) result {
 	}
 }
 
-func startSluice(dir, bin, transport, upstream string) *proxy {
+// buildSluice builds cmd/sluice of the module at src into dir/name.
+func buildSluice(dir, src, name string) string {
+	bin := filepath.Join(dir, name)
+	build := exec.Command("go", "build", "-o", bin, "./cmd/sluice")
+	build.Dir = src
+	if out, err := build.CombinedOutput(); err != nil {
+		log.Fatalf("building sluice in %s: %v\n%s", src, err, out)
+	}
+	return bin
+}
+
+// startSluice runs bin, named name, with no policy on the transport.
+func startSluice(dir, bin, name, transport, upstream string) *proxy {
 	addr := procs.FreeAddr()
 	cfg := fmt.Sprintf("listen: %q\nupstream_transport: %s\nadmin: { listen: %q, token: bench }\nlog: { level: warn, access: false }\n"+
 		"routes:\n  - { name: up, match: { path_prefix: / }, upstream: { url: \"http://%s\" } }\n", addr, transport, procs.FreeAddr(), upstream)
-	path := filepath.Join(dir, transport+".yaml")
+	path := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		log.Fatal(err)
 	}
@@ -200,7 +256,7 @@ func startSluice(dir, bin, transport, upstream string) *proxy {
 	}
 	procs.WaitUp(addr)
 	pid := cmd.Process.Pid
-	return &proxy{name: "sluice-" + transport, url: "http://" + addr + "/", pids: func() []int { return []int{pid} },
+	return &proxy{name: name, url: "http://" + addr + "/", pids: func() []int { return []int{pid} },
 		stop: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}
 }
 
