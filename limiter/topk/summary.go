@@ -1,5 +1,10 @@
 package topk
 
+import (
+	"cmp"
+	"slices"
+)
+
 // summary is a Space-Saving summary (Metwally, Agrawal and El Abbadi,
 // "Efficient computation of frequent and top-k elements in data streams",
 // 2005) with room for size keys: a key it holds has its own counter; a new
@@ -7,9 +12,13 @@ package topk
 // counter is an overestimate, by at most the smallest counter, which is at
 // most total/size: so every key with more than total/size requests is held.
 //
-// It is the paper's Stream-Summary: keys with equal counters share a
-// bucket, and the buckets form a list in increasing order, so counting a
-// request moves one key to the next bucket in O(1). Keys are found through
+// Until it is full, every key it holds has its count beside it (and the
+// counts are exact), so counting a request for a held key writes one
+// counter. When a new key finds it full, the counters become the paper's
+// Stream-Summary, until drain: keys with equal counters share a bucket,
+// and the buckets form a list in increasing order, so counting a request
+// moves one key to the next bucket in O(1), and a least counted key is
+// the head of the first bucket. Keys are found through
 // an open-addressing table on their Hash, whose slots hold the high half
 // of the hash beside the entry, so a probe reads no other entry. The high
 // half places them too: the low bits pick a key's stripe, so the keys of
@@ -22,7 +31,8 @@ type summary struct {
 	// Per entry.
 	keys []string
 	hash []uint64
-	link []entryLinks
+	n    []int64      // the counters until the summary is full
+	link []entryLinks // the counters' places in the buckets once it is full
 	// Per bucket: a free list reuses them.
 	bk     []bucket
 	free   int32 // first free bucket, chained through next
@@ -33,7 +43,8 @@ type summary struct {
 	table []uint64
 	mask  uint64
 	total int64
-	full  bool // a key has taken another's counter
+	full  bool    // a key has taken another's counter: the buckets hold the counters
+	order []int32 // scratch for toBuckets
 }
 
 // entryLinks place an entry in its bucket's list.
@@ -209,31 +220,35 @@ func (s *summary) bump(e int32) {
 // that holds key (where an earlier add put it), key is not looked up.
 func (s *summary) add(key string, h uint64, hint int32) (e int32, held bool) {
 	s.total++
+	e = -1
 	if hint >= 0 && int(hint) < len(s.keys) && s.keys[hint] == key {
-		s.bump(hint)
-		return hint, true
+		e = hint
+	} else {
+		e = s.find(key, h)
 	}
-	if e := s.find(key, h); e >= 0 {
-		s.bump(e)
+	if e >= 0 {
+		if s.full {
+			s.bump(e)
+		} else {
+			s.n[e]++
+		}
 		return e, true
 	}
-	if len(s.keys) < s.size {
+	if len(s.keys) < s.size { // then s is not full
 		if 4*(len(s.keys)+1) > len(s.table) {
 			s.grow(2 * len(s.table))
 		}
 		e := int32(len(s.keys))
 		s.keys = append(s.keys, key)
 		s.hash = append(s.hash, h)
-		s.link = append(s.link, entryLinks{-1, -1, -1})
-		b := s.lowest
-		if b < 0 || s.bk[b].count != 1 {
-			b = s.newBucket(1, -1)
-		}
-		s.linkTo(e, b)
+		s.n = append(s.n, 1)
 		s.insert(e)
 		return e, false
 	}
-	s.full = true
+	if !s.full {
+		s.toBuckets()
+		s.full = true
+	}
 	e = s.bk[s.lowest].head
 	s.remove(e)
 	s.keys[e], s.hash[e] = key, h
@@ -242,8 +257,30 @@ func (s *summary) add(key string, h uint64, hint int32) (e int32, held bool) {
 	return e, false
 }
 
+// toBuckets puts every entry in the bucket of its counter.
+func (s *summary) toBuckets() {
+	s.order = s.order[:0]
+	for e := range s.keys {
+		s.order = append(s.order, int32(e))
+	}
+	slices.SortFunc(s.order, func(a, b int32) int { return cmp.Compare(s.n[a], s.n[b]) })
+	s.link = append(s.link[:0], make([]entryLinks, len(s.keys))...)
+	b := int32(-1)
+	for _, e := range s.order {
+		if b < 0 || s.bk[b].count != s.n[e] {
+			b = s.newBucket(s.n[e], b)
+		}
+		s.linkTo(e, b)
+	}
+}
+
 // counter returns entry e's counter.
-func (s *summary) counter(e int) int64 { return s.bk[s.link[e].bucket].count }
+func (s *summary) counter(e int) int64 {
+	if !s.full {
+		return s.n[e]
+	}
+	return s.bk[s.link[e].bucket].count
+}
 
 // floor is the smallest counter once a key has taken another's counter,
 // and 0 before (the counters are then exact): every counter overestimates
@@ -266,7 +303,7 @@ func (s *summary) drain(fn func(key string, n int64)) {
 		}
 	}
 	clear(s.keys) // let the strings go
-	s.keys, s.hash, s.link, s.bk = s.keys[:0], s.hash[:0], s.link[:0], s.bk[:0]
+	s.keys, s.hash, s.n, s.link, s.bk = s.keys[:0], s.hash[:0], s.n[:0], s.link[:0], s.bk[:0]
 	s.free, s.lowest = -1, -1
 	clear(s.table)
 	s.total, s.full = 0, false
