@@ -2,6 +2,7 @@ package memstore_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
@@ -52,4 +53,37 @@ func BenchmarkAllow(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkAllowManyKeys measures parallel decisions over 100,000 keys in
+// random order, each seen before: a gateway's working set, which outgrows
+// the CPU caches, so the cache lines a decision touches set its cost.
+func BenchmarkAllowManyKeys(b *testing.B) {
+	keys := make([]string, 100_000)
+	for i := range keys {
+		keys[i] = "203.0.113." + strconv.Itoa(i%256) + "/" + strconv.Itoa(i)
+	}
+	p := &limiter.Policy{Name: "bench", Limit: 1 << 40, Window: time.Minute}
+	if err := p.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	s := memstore.New(memstore.Options{})
+	defer s.Close()
+	ctx := context.Background()
+	for _, k := range keys {
+		if _, err := s.Allow(ctx, p, k, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(rand.Uint64(), 1))
+		for pb.Next() {
+			if _, err := s.Allow(ctx, p, keys[r.IntN(len(keys))], 1); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -29,9 +29,7 @@ import (
 type summary struct {
 	size int
 	// Per entry.
-	keys []string
-	hash []uint64
-	n    []int64      // the counters until the summary is full
+	ents []heldKey
 	link []entryLinks // the counters' places in the buckets once it is full
 	// Per bucket: a free list reuses them.
 	bk     []bucket
@@ -40,11 +38,20 @@ type summary struct {
 	// table finds entries by hash, with linear probing: hash's high 32
 	// bits << 32 | entry index + 1; 0 is free. It grows with the entries,
 	// at most a quarter full, up to 4*size slots.
-	table []uint64
-	mask  uint64
-	total int64
-	full  bool    // a key has taken another's counter: the buckets hold the counters
-	order []int32 // scratch for toBuckets
+	table  []uint64
+	mask   uint64
+	total  int64
+	drains uint32  // times drained (wrapping)
+	full   bool    // a key has taken another's counter: the buckets hold the counters
+	order  []int32 // scratch for toBuckets
+}
+
+// heldKey is a key that a summary holds, its hash and, until the summary is
+// full, its counter: the line that counting a held key reads and writes.
+type heldKey struct {
+	key  string
+	hash uint64
+	n    int64
 }
 
 // entryLinks place an entry in its bucket's list.
@@ -80,7 +87,7 @@ func (s *summary) grow(n int) {
 		size <<= 1
 	}
 	s.table, s.mask = make([]uint64, size), uint64(size-1)
-	for e := range s.keys {
+	for e := range s.ents {
 		s.insert(int32(e))
 	}
 }
@@ -95,7 +102,7 @@ func (s *summary) find(key string, h uint64) int32 {
 			return -1
 		}
 		if w>>32 == h>>32 {
-			if e := int32(uint32(w)) - 1; s.keys[e] == key {
+			if e := int32(uint32(w)) - 1; s.ents[e].key == key {
 				return e
 			}
 		}
@@ -103,7 +110,7 @@ func (s *summary) find(key string, h uint64) int32 {
 }
 
 func (s *summary) insert(e int32) {
-	h := s.hash[e]
+	h := s.ents[e].hash
 	i := h >> 32 & s.mask
 	for s.table[i] != 0 {
 		i = (i + 1) & s.mask
@@ -114,7 +121,7 @@ func (s *summary) insert(e int32) {
 // remove takes entry e out of the table, shifting later entries of its
 // probe run back so that no tombstone is left.
 func (s *summary) remove(e int32) {
-	i := s.hash[e] >> 32 & s.mask
+	i := s.ents[e].hash >> 32 & s.mask
 	for int32(uint32(s.table[i]))-1 != e {
 		i = (i + 1) & s.mask
 	}
@@ -217,11 +224,12 @@ func (s *summary) bump(e int32) {
 
 // add counts one request for key, whose Hash is h, and returns the entry
 // that holds key now and whether s held key already. When hint is an entry
-// that holds key (where an earlier add put it), key is not looked up.
+// that holds key (where an earlier add put it), key is not looked up; a
+// hint from before the last drain would cost a compare with another key.
 func (s *summary) add(key string, h uint64, hint int32) (e int32, held bool) {
 	s.total++
 	e = -1
-	if hint >= 0 && int(hint) < len(s.keys) && s.keys[hint] == key {
+	if hint >= 0 && int(hint) < len(s.ents) && s.ents[hint].key == key {
 		e = hint
 	} else {
 		e = s.find(key, h)
@@ -230,18 +238,16 @@ func (s *summary) add(key string, h uint64, hint int32) (e int32, held bool) {
 		if s.full {
 			s.bump(e)
 		} else {
-			s.n[e]++
+			s.ents[e].n++
 		}
 		return e, true
 	}
-	if len(s.keys) < s.size { // then s is not full
-		if 4*(len(s.keys)+1) > len(s.table) {
+	if len(s.ents) < s.size { // then s is not full
+		if 4*(len(s.ents)+1) > len(s.table) {
 			s.grow(2 * len(s.table))
 		}
-		e := int32(len(s.keys))
-		s.keys = append(s.keys, key)
-		s.hash = append(s.hash, h)
-		s.n = append(s.n, 1)
+		e := int32(len(s.ents))
+		s.ents = append(s.ents, heldKey{key, h, 1})
 		s.insert(e)
 		return e, false
 	}
@@ -251,7 +257,7 @@ func (s *summary) add(key string, h uint64, hint int32) (e int32, held bool) {
 	}
 	e = s.bk[s.lowest].head
 	s.remove(e)
-	s.keys[e], s.hash[e] = key, h
+	s.ents[e].key, s.ents[e].hash = key, h
 	s.insert(e)
 	s.bump(e)
 	return e, false
@@ -260,15 +266,15 @@ func (s *summary) add(key string, h uint64, hint int32) (e int32, held bool) {
 // toBuckets puts every entry in the bucket of its counter.
 func (s *summary) toBuckets() {
 	s.order = s.order[:0]
-	for e := range s.keys {
+	for e := range s.ents {
 		s.order = append(s.order, int32(e))
 	}
-	slices.SortFunc(s.order, func(a, b int32) int { return cmp.Compare(s.n[a], s.n[b]) })
-	s.link = append(s.link[:0], make([]entryLinks, len(s.keys))...)
+	slices.SortFunc(s.order, func(a, b int32) int { return cmp.Compare(s.ents[a].n, s.ents[b].n) })
+	s.link = append(s.link[:0], make([]entryLinks, len(s.ents))...)
 	b := int32(-1)
 	for _, e := range s.order {
-		if b < 0 || s.bk[b].count != s.n[e] {
-			b = s.newBucket(s.n[e], b)
+		if n := s.ents[e].n; b < 0 || s.bk[b].count != n {
+			b = s.newBucket(n, b)
 		}
 		s.linkTo(e, b)
 	}
@@ -277,7 +283,7 @@ func (s *summary) toBuckets() {
 // counter returns entry e's counter.
 func (s *summary) counter(e int) int64 {
 	if !s.full {
-		return s.n[e]
+		return s.ents[e].n
 	}
 	return s.bk[s.link[e].bucket].count
 }
@@ -297,14 +303,15 @@ func (s *summary) floor() int64 {
 // most total/size), skipping those at zero, then empties s.
 func (s *summary) drain(fn func(key string, n int64)) {
 	f := s.floor()
-	for e, k := range s.keys {
+	for e, h := range s.ents {
 		if n := s.counter(e) - f; n > 0 {
-			fn(k, n)
+			fn(h.key, n)
 		}
 	}
-	clear(s.keys) // let the strings go
-	s.keys, s.hash, s.n, s.link, s.bk = s.keys[:0], s.hash[:0], s.n[:0], s.link[:0], s.bk[:0]
+	clear(s.ents) // let the strings go
+	s.ents, s.link, s.bk = s.ents[:0], s.link[:0], s.bk[:0]
 	s.free, s.lowest = -1, -1
 	clear(s.table)
 	s.total, s.full = 0, false
+	s.drains++
 }

@@ -55,8 +55,9 @@ func TestSummaryBounds(t *testing.T) {
 				s.add(k, Hash(k), -1)
 			}
 			var sum int64
-			for e, k := range s.keys {
-				if s.find(k, s.hash[e]) != int32(e) {
+			for e, h := range s.ents {
+				k := h.key
+				if s.find(k, h.hash) != int32(e) {
 					t.Fatalf("table lost key %q", k)
 				}
 				sum += s.counter(e)
@@ -82,7 +83,7 @@ func TestSummaryBounds(t *testing.T) {
 					t.Fatalf("%q has %d > total/size requests but was not held", k, f)
 				}
 			}
-			if len(s.keys) != 0 || s.total != 0 {
+			if len(s.ents) != 0 || s.total != 0 {
 				t.Fatal("drain left entries behind")
 			}
 		})

@@ -253,8 +253,9 @@ func (t *Tracker) ObserveHash(p *limiter.Policy, storeKey string, h uint64, now 
 // used: a stale one costs the lookup it would have saved. The zero value
 // is no hint.
 type Hint struct {
-	ps *policyState
-	e  int32 // the key's entry in its stripe's summary
+	ps    *policyState
+	e     int32  // the key's entry in its stripe's summary
+	drain uint32 // the summary's drains then: a drain empties it
 }
 
 // ObserveLocked is ObserveHash for a caller that holds the lock of the
@@ -269,7 +270,7 @@ func (t *Tracker) ObserveLocked(p *limiter.Policy, storeKey string, h uint64, no
 	e := int32(-1)
 	// Under the stripe's lock a policy stays live (see forget).
 	if hint != nil && hint.ps != nil && hint.ps.live() && hint.ps.shape == shapeOf(p) {
-		ps, e = hint.ps, hint.e
+		ps = hint.ps
 	} else {
 		ps = t.state(p)
 	}
@@ -283,6 +284,9 @@ func (t *Tracker) ObserveLocked(p *limiter.Policy, storeKey string, h uint64, no
 		}
 		st.end = (st.slot + 1) * ps.slotLen
 	}
+	if hint != nil && ps == hint.ps && hint.drain == st.sum.drains {
+		e = hint.e
+	}
 	e, held := st.sum.add(storeKey, h, e)
 	// A key the summary holds was added to the sketch since both were
 	// last emptied (retire), and adding it again changes nothing.
@@ -293,7 +297,7 @@ func (t *Tracker) ObserveLocked(p *limiter.Policy, storeKey string, h uint64, no
 		st.sketch.add(h, len(ps.stripes))
 	}
 	if hint != nil {
-		*hint = Hint{ps, e}
+		*hint = Hint{ps, e, st.sum.drains}
 	}
 }
 
