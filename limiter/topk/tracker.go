@@ -4,13 +4,14 @@
 //
 // A Tracker counts every request in process: per policy, its stripes
 // (picked by the low bits of the key's hash: Hash, or for a tracker whose
-// views stay in process, the store's own, see ObserveHash) each hold a
+// views stay in process, the store's own, see ObserveLocked) each hold a
 // Space-Saving summary of 4K keys and their share of a HyperLogLog Sketch.
 // A stripe is guarded by a lock: one of the tracker's own four (New), or
 // one of the caller's (NewLocked), so that a store that holds a lock for
 // the key anyway counts the request under it and takes no second lock.
-// Observe allocates nothing and costs under 100ns of CPU (BenchmarkObserve). Time is cut into slots of
-// a tenth of the policy's window (at least a second); Flush moves the
+// Observe allocates nothing and costs under 100ns of CPU
+// (BenchmarkObserve). Time is cut into slots of a tenth of the policy's
+// window (at least a second); Flush moves the
 // stripes' counts into a Misra-Gries summary per slot (8K-1 keys) and
 // returns each changed slot's view: its keys above total/8K, and at least
 // its 100 busiest. The memory store lists from the views it keeps; the
@@ -165,6 +166,8 @@ func New(k int, keep bool) *Tracker {
 // h%len(locks), and a caller of ObserveLocked holds that stripe's lock.
 // Flush takes each lock in turn, and takes no lock of the caller's while
 // holding one, so the caller may hold a lock of its own while taking these.
+// Each stripe holds up to 4K keys between Flushes: more stripes hold more
+// keys exactly, in more memory.
 func NewLocked(k int, keep bool, locks []sync.Locker) *Tracker {
 	n := len(locks)
 	if n == 0 || n&(n-1) != 0 || n > Registers {
