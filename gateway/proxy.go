@@ -209,7 +209,7 @@ func (g *Gateway) newProxy(name, prefix string, up *UpstreamConfig, ip *middlewa
 		},
 	}
 	if ft, ok := rp.Transport.(*upstream.Transport); ok && ft.Serves(target) {
-		return rp, &directProxy{rp: rp, log: g.log.Load}, nil
+		return rp, &directProxy{rp: rp, t: ft, log: g.log.Load}, nil
 	}
 	return rp, nil, nil
 }

@@ -104,10 +104,20 @@ type Transport struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.RoundTripTrace(req, httptrace.ContextClientTrace(req.Context()))
+}
+
+// RoundTripTrace is RoundTrip reporting to trace (which may be nil)
+// instead of the trace of req's context: a caller that has one at hand
+// saves a context and a copy of the request.
+func (t *Transport) RoundTripTrace(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	if reason := handOff(req); reason != "" {
 		fb := t.Fallback
 		if fb == nil {
 			fb = http.DefaultTransport
+		}
+		if trace != nil && trace != httptrace.ContextClientTrace(req.Context()) {
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
 		}
 		return fb.RoundTrip(req)
 	}
@@ -136,7 +146,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			c = newConn(nc, p)
 		}
-		resp, err := t.exchange(ctx, c, req)
+		resp, err := t.exchange(ctx, c, req, trace)
 		if err == nil {
 			return resp, nil
 		}
@@ -164,7 +174,7 @@ func (t *Transport) Serves(u *url.URL) bool { return servesItself(u) }
 
 // exchange writes req on c and reads the response head. On error c is
 // closed; on success the returned body owns c.
-func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*http.Response, error) {
+func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	stop := context.AfterFunc(ctx, c.closeFn)
 	fail := func(step string, err error) (*http.Response, error) {
 		stop()
@@ -175,7 +185,6 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request) (*
 		return nil, fmt.Errorf("%s: %w", step, err)
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	trace := httptrace.ContextClientTrace(ctx)
 	out, wait := req, (*continueWait)(nil)
 	if hasBody && hasToken(req.Header["Expect"], "100-continue") {
 		wait = &continueWait{t: t, c: c, req: req, trace: trace, rc: req.Body}

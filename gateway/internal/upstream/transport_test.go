@@ -815,3 +815,49 @@ func BenchmarkRoundTrip(b *testing.B) {
 		})
 	}
 }
+
+// TestRoundTripTraceReports1xx: the trace given to RoundTripTrace, not
+// the context's, hears the 103 of an upstream, whether the Transport serves
+// it or hands it to the Fallback (https).
+func TestRoundTripTraceReports1xx(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		_, _ = io.WriteString(w, "final")
+	})
+	plain := httptest.NewServer(h)
+	t.Cleanup(plain.Close)
+	tls := httptest.NewTLSServer(h)
+	t.Cleanup(tls.Close)
+	std := tls.Client().Transport.(*http.Transport)
+	fb := &recorder{rt: std}
+	tr := &Transport{Fallback: fb}
+	t.Cleanup(tr.CloseIdleConnections)
+	for _, tc := range []struct {
+		name, url string
+		fallback  int64
+	}{{"served", plain.URL, 0}, {"handed off", tls.URL, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+				got = append(got, fmt.Sprintf("%d %s", code, h.Get("Link")))
+				return nil
+			}}
+			before := fb.n.Load()
+			req, _ := http.NewRequest(http.MethodGet, tc.url, nil)
+			resp, err := tr.RoundTripTrace(req, trace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != "final" || len(got) != 1 || got[0] != "103 </a.css>; rel=preload" {
+				t.Fatalf("body %q, 1xx %q; want final and one 103 with its Link", b, got)
+			}
+			if n := fb.n.Load() - before; n != tc.fallback {
+				t.Fatalf("%d requests handed off, want %d", n, tc.fallback)
+			}
+		})
+	}
+}
