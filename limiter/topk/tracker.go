@@ -272,7 +272,7 @@ func (t *Tracker) ObserveLocked(p *limiter.Policy, storeKey string, h uint64, no
 	var ps *policyState
 	e := int32(-1)
 	// Under the stripe's lock a policy stays live (see forget).
-	if hint != nil && hint.ps != nil && hint.ps.live() && hint.ps.shape == shapeOf(p) {
+	if hint != nil && hint.ps != nil && hint.ps.live() && (hint.ps.policy == p || hint.ps.shape == shapeOf(p)) {
 		ps = hint.ps
 	} else {
 		ps = t.state(p)
