@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,9 +23,17 @@ import (
 // Every call carries its caller's context. A caller whose context ends
 // while its call is queued withdraws it: the call is never sent and
 // charges nothing. A caller whose context ends while its call is on the
-// wire returns at once; the reply is dropped when it comes. A flush is
-// bounded by the store's timeout (by the caller's own context as well when
-// it carries one call only).
+// wire returns at once; the reply is dropped when it comes.
+//
+// Every call is bounded by the store's timeout from when it was made, its
+// wait in the queue included: a pipeline's deadline is the earliest
+// enqueue time of its calls plus the timeout (bounded by the caller's own
+// context as well when it carries one call only), and a call that is still
+// queued when its time is up fails with errQueueTimeout without being sent
+// (it charges nothing). The flushes ahead of a queued call end by their own
+// deadlines, which are no later than its own, so the bound needs no timer
+// per call: it holds as long as the client honours context deadlines
+// (ContextTimeoutEnabled, which NewClient sets).
 type batcher struct {
 	s          *Store
 	mu         sync.Mutex
@@ -70,6 +79,8 @@ const (
 type pending struct {
 	op      op
 	ctx     context.Context
+	at      time.Time // when the call was made; its deadline is at + the store's timeout
+	err     error     // set before a result wake when the call failed unsent
 	state   atomic.Int32
 	wake    chan bool  // true: flush handoff; false: the result is ready
 	handoff []*pending // the batch this caller must flush when woken with true
@@ -167,7 +178,7 @@ func (b *batcher) do(ctx context.Context, o op) error {
 		return err
 	}
 	p := b.pool.Get().(*pending)
-	p.op, p.ctx = o, ctx
+	p.op, p.ctx, p.at, p.err = o, ctx, time.Now(), nil
 	p.state.Store(queued)
 	b.mu.Lock()
 	b.queue = append(b.queue, p)
@@ -188,8 +199,9 @@ func (b *batcher) do(ctx context.Context, o op) error {
 				b.lead(batch)
 				continue
 			}
+			err := p.err
 			b.recycle(p)
-			return nil
+			return err
 		case <-ctx.Done():
 			if p.state.CompareAndSwap(queued, withdrawn) {
 				return ctx.Err() // never sent; the leader drops it
@@ -213,8 +225,37 @@ func (b *batcher) abandon(p *pending) {
 }
 
 func (b *batcher) recycle(p *pending) {
-	p.op, p.ctx = nil, nil
+	p.op, p.ctx, p.err = nil, nil, nil
 	b.pool.Put(p)
+}
+
+// errQueueTimeout fails a call that waited in the queue for the store's
+// timeout: it was never sent and charged nothing. It wraps
+// context.DeadlineExceeded, so it reaches the breaker as a timeout on the
+// wire does: the flushes ahead of it did not end in time, which says as
+// much about Redis as a timeout of its own would.
+var errQueueTimeout = fmt.Errorf("redis: queued for the store timeout without a pipeline free: %w", context.DeadlineExceeded)
+
+// expire fails the calls of batch whose time is up, without sending them,
+// and returns the others (in place) with the earliest enqueue time among
+// them. An expired caller is woken at once and its call is not touched
+// again.
+func (b *batcher) expire(batch []*pending) (live []*pending, oldest time.Time) {
+	now := time.Now()
+	live = batch[:0]
+	for _, p := range batch {
+		if !now.Before(p.at.Add(b.s.timeout)) {
+			p.err = errQueueTimeout
+			p.wake <- false
+			continue
+		}
+		if len(live) == 0 || p.at.Before(oldest) {
+			oldest = p.at
+		}
+		live = append(live, p)
+	}
+	clear(batch[len(live):])
+	return live, oldest
 }
 
 // take empties the queue and returns the calls in it that were not
@@ -236,8 +277,9 @@ func (b *batcher) take() []*pending {
 // meanwhile, to the first caller queued, or gives the slot up. Batches are
 // taken from the queue under the lock, so no call is sent twice.
 func (b *batcher) lead(batch []*pending) {
+	batch, oldest := b.expire(batch)
 	if len(batch) > 0 {
-		b.flush(batch)
+		b.flush(batch, oldest.Add(b.s.timeout))
 	}
 	b.mu.Lock()
 	var next []*pending
@@ -257,13 +299,13 @@ func (b *batcher) lead(batch []*pending) {
 	}
 }
 
-// flush sends one pipeline.
-func (b *batcher) flush(batch []*pending) {
+// flush sends one pipeline, due by deadline.
+func (b *batcher) flush(batch []*pending, deadline time.Time) {
 	parent := context.Background()
 	if len(batch) == 1 {
 		parent = batch[0].ctx
 	}
-	ctx, cancel := context.WithTimeout(parent, b.s.timeout)
+	ctx, cancel := context.WithDeadline(parent, deadline)
 	defer cancel()
 	var via interface {
 		redis.Scripter

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/internal/faultproxy"
+	"github.com/sluice-gateway/sluice/limiter"
 )
 
 // recordingOp counts the times it was queued into a pipeline; its one
@@ -86,5 +87,135 @@ func TestBatcherWithdrawsQueuedCalls(t *testing.T) {
 	third := &recordingOp{key: "third"}
 	if err := b.do(context.Background(), third); err != nil || third.incr.Val() != 1 {
 		t.Fatalf("after the withdrawal: %v, %d", err, third.incr.Val())
+	}
+}
+
+// TestCallsBoundedByTimeoutBehindStuckFlushes: with both flushes stuck on
+// a Redis that does not answer, calls queued behind them, without a
+// deadline of their own, still return within about the store's timeout
+// from when they were made. A queued call used to wait for a flush to end
+// (up to the timeout) and then get a whole timeout of its own: about twice
+// the timeout.
+func TestCallsBoundedByTimeoutBehindStuckFlushes(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	m := miniredis.RunT(t)
+	fp, err := faultproxy.Start(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fp.Close()
+	s, err := New(nil, Options{Addrs: []string{fp.Addr()}, Clock: time.Now, Timeout: timeout, BreakerThreshold: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := &limiter.Policy{Name: "bound", Algorithm: limiter.SlidingWindow, Limit: 100, Window: time.Minute}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Allow(context.Background(), p, "warm", 1); err != nil {
+		t.Fatal(err)
+	}
+	state := func() (flushing, queued int) {
+		s.batch.mu.Lock()
+		defer s.batch.mu.Unlock()
+		return s.batch.flushing, len(s.batch.queue)
+	}
+	type outcome struct {
+		took time.Duration
+		err  error
+	}
+	call := func(key string) <-chan outcome {
+		out := make(chan outcome, 1)
+		go func() {
+			start := time.Now()
+			_, err := s.Allow(context.Background(), p, key, 1)
+			out <- outcome{time.Since(start), err}
+		}()
+		return out
+	}
+
+	fp.Pause()
+	var calls []<-chan outcome
+	for _, k := range []string{"a", "b"} {
+		calls = append(calls, call(k))
+	}
+	for f, _ := state(); f < 2; f, _ = state() {
+		time.Sleep(time.Millisecond) // until both flushes are taken
+	}
+	for _, k := range []string{"c", "d"} {
+		calls = append(calls, call(k))
+	}
+	for _, q := state(); q < 2; _, q = state() {
+		time.Sleep(time.Millisecond) // until both calls are queued behind them
+	}
+	bound := timeout * 3 / 2
+	for i, c := range calls {
+		o := <-c
+		if o.err == nil {
+			t.Errorf("call %d succeeded against a paused Redis", i)
+		}
+		if o.took > bound {
+			t.Errorf("call %d took %v with a %v timeout (want at most %v): %v", i, o.took, timeout, bound, o.err)
+		}
+	}
+	fp.Resume()
+}
+
+// TestQueuedCallPastItsTimeIsNotSent: a call still queued when its time is
+// up (here behind a flush on a client that ignores context deadlines, so
+// the flush overruns) fails with a timeout, is never sent and charges
+// nothing; the error counts as a failure of Redis for the breaker.
+func TestQueuedCallPastItsTimeIsNotSent(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	fp, err := faultproxy.Start(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fp.Close()
+	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ReadTimeout: time.Second})
+	defer client.Close()
+	s, err := New(client, Options{Clock: time.Now, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := newBatcher(s, 1) // one flush at a time
+	if err := b.do(context.Background(), &recordingOp{key: "warm"}); err != nil {
+		t.Fatal(err)
+	}
+	fp.Pause()
+	first := &recordingOp{key: "first"}
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- b.do(context.Background(), first) }()
+	for first.queued.Load() == 0 || fp.Held() == 0 {
+		time.Sleep(time.Millisecond) // until the first flush is on the wire
+	}
+	late := &recordingOp{key: "late"}
+	err = b.do(context.Background(), late)
+	if !errors.Is(err, errQueueTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the call queued past its time: %v, want errQueueTimeout", err)
+	}
+	if !isFailure(context.Background(), err) {
+		t.Error("a call queued past its time is not a failure for the breaker")
+	}
+	if err := <-firstDone; err != nil {
+		t.Fatal(err) // the flush read nothing and returned: its command carries the timeout
+	}
+	fp.Resume()
+	for fp.Held() > 0 {
+		time.Sleep(time.Millisecond) // until the held bytes reached Redis
+	}
+	if n := late.queued.Load(); n != 0 {
+		t.Errorf("the call queued past its time was sent %d times", n)
+	}
+	if m.Exists("late") {
+		t.Fatal("the call queued past its time reached Redis")
+	}
+	after := &recordingOp{key: "after"}
+	if err := b.do(context.Background(), after); err != nil || after.incr.Val() != 1 {
+		t.Fatalf("after the expiry: %v, %d", err, after.incr.Val())
 	}
 }

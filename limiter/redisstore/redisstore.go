@@ -31,7 +31,9 @@
 // throughput (batched.go).
 //
 // Limiter calls are never retried (a retried call after a read timeout
-// would charge twice) and carry the configured timeout. On a standalone
+// would charge twice) and carry the configured timeout, counted from when
+// the call was made: a call that waits that long for a pipeline fails
+// without being sent (batch.go). On a standalone
 // server (or a sentinel group's master) the flushes keep their connections
 // between pipelines while busy, which spares the pool's liveness check, a
 // syscall per pipeline; a connection a flush finds idle for a second goes
@@ -88,9 +90,10 @@ type Options struct {
 	// TLSCAFile is a PEM file of CAs to trust for TLS; empty means the
 	// system's roots.
 	TLSCAFile string
-	// Timeout bounds each pipeline the store sends, and so each call that
-	// rides one (a call may also wait for the flush ahead of it); the
-	// caller's context bounds the wait as well. Zero means DefaultTimeout.
+	// Timeout bounds each call from when it is made, its wait for a
+	// pipeline included (a listing, a busiest-key flush and a batched-mode
+	// flush have bounds of their own, in multiples of it); the caller's
+	// context bounds the wait as well. Zero means DefaultTimeout.
 	Timeout time.Duration
 	// Prefix starts every key; empty means DefaultPrefix. It must not hold
 	// '{' or '}'.
@@ -195,7 +198,10 @@ var _ limiter.Store = (*Store)(nil)
 
 // New returns a Store on client. When client is nil, New builds one from o
 // and Close closes it. New does not fail when Redis is down: the store
-// reports errors per call until Redis answers.
+// reports errors per call until Redis answers. The store bounds its calls
+// with context deadlines: a client of the caller's must honour them
+// (ContextTimeoutEnabled, as NewClient sets), or have read and write
+// timeouts no longer than o.Timeout.
 func New(client redis.UniversalClient, o Options) (*Store, error) {
 	prefix := o.Prefix
 	if prefix == "" {
