@@ -94,8 +94,9 @@ func (s *Store) allowBatched(p *limiter.Policy, key string, cost int64) limiter.
 }
 
 // Flush sends every process-local admission and rejection of batched mode
-// to Redis and refreshes the local views. The store calls it every
-// BatchInterval; tests call it directly.
+// to Redis and refreshes the local views, within ten times the store's
+// timeout. The store calls it every BatchInterval and once more on Close;
+// tests call it directly.
 func (s *Store) Flush(ctx context.Context) error {
 	if s.batched == nil {
 		return nil
@@ -178,10 +179,9 @@ func (s *Store) flushLoop(interval time.Duration) {
 	for {
 		select {
 		case <-s.stop:
-			_ = s.Flush(context.Background())
-			return
+			return // Close sends the last flush
 		case <-t.C:
-			_ = s.Flush(context.Background())
+			_ = s.Flush(s.life)
 		}
 	}
 }

@@ -12,7 +12,7 @@ func (s *Store) WaitTrims() { s.trims.Wait() }
 
 // StopKeyFlushLoop stops the busiest-key flushes of every second, so that
 // a test's FlushKeys and Keys are the only ones (Close still flushes once).
-func (s *Store) StopKeyFlushLoop() { s.top.stopLoop() }
+func (s *Store) StopKeyFlushLoop() { s.top.stopLoop(context.Background()) }
 
 // KeyEstimates returns what the fleet's busiest-key summaries of p's
 // window say: the best n candidates with their summed counts, the

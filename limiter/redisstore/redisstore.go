@@ -175,6 +175,8 @@ type Store struct {
 	idPrefix    string
 	ids         atomic.Uint64
 	top         *topKeys
+	life        context.Context // ends when Close starts: the background calls on their way give up
+	endLife     context.CancelFunc
 	stop        chan struct{}
 	trims       sync.WaitGroup              // sliding_window trims on their way (window.go)
 	trimMu      sync.Mutex                  // orders trims.Add with Close's trims.Wait
@@ -214,6 +216,7 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 	}
 	s := &Store{client: client, prefix: prefix, timeout: o.Timeout, clock: o.Clock,
 		stop: make(chan struct{}), done: make(chan struct{})}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	if s.client == nil {
 		if len(o.Addrs) == 0 {
 			return nil, errors.New("addrs: at least one address is needed")
@@ -281,7 +284,7 @@ func (s *Store) serverNow() time.Time { return time.Now().Add(time.Duration(s.of
 // calibrate sets the clock offset from the server's TIME, assuming the
 // answer was taken halfway through the round trip.
 func (s *Store) calibrate() error {
-	ctx, cancel := context.WithTimeout(context.Background(), max(s.timeout, time.Second))
+	ctx, cancel := context.WithTimeout(s.life, max(s.timeout, time.Second))
 	defer cancel()
 	t0 := time.Now()
 	server, err := s.client.Time(ctx).Result()
@@ -317,21 +320,44 @@ func (s *Store) calibrateLoop(calibrated bool) {
 	}
 }
 
-// Close stops the calibration loop, waits for the trims on their way and
-// closes a client that New built.
+// Close stops the background work (the calibration, the busiest-key and
+// batched-mode flushes), sends the last batched-mode and busiest-key
+// flushes, waits for the trims on their way and closes a client that New
+// built. It returns within about the store's timeout, whether Redis
+// answers or not: it waits for background calls still on the wire no
+// longer than that (go-redis ends a read at its deadline, not when its
+// context is cancelled); they end by their own deadlines, at once when
+// Close closes the client.
 func (s *Store) Close() error {
-	s.closing.Do(func() { close(s.stop); s.top.close() })
-	<-s.done
-	<-s.batchDone
-	s.trimMu.Lock()
-	s.trimsClosed = true
-	s.trimMu.Unlock()
-	s.trims.Wait()
-	s.batch.close()
+	s.closing.Do(func() {
+		// One deadline for all of it: the last writes matter less than
+		// returning.
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		defer cancel()
+		s.endLife()
+		close(s.stop)
+		waitDone(ctx, s.done)
+		waitDone(ctx, s.batchDone)
+		_ = s.Flush(ctx) // admissions first
+		s.top.close(ctx)
+		s.trimMu.Lock()
+		s.trimsClosed = true
+		s.trimMu.Unlock()
+		s.trims.Wait() // each is bounded by the timeout from when it was queued
+		s.batch.close()
+	})
 	if s.owns {
 		return s.client.Close()
 	}
 	return nil
+}
+
+// waitDone waits until done is closed or ctx ends.
+func waitDone(ctx context.Context, done <-chan struct{}) {
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // Ping implements limiter.Store. It fails when Redis does not answer PING,
@@ -579,7 +605,10 @@ func (s *Store) Reset(ctx context.Context, p *limiter.Policy, key string) error 
 	return s.guardKey(ctx, p, limiter.StoreKey(key), func() error { return s.reset(ctx, p, key) })
 }
 
+// reset deletes the key and tells the fleet, within the store's timeout.
 func (s *Store) reset(ctx context.Context, p *limiter.Policy, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	name := s.keyName(p, limiter.StoreKey(key))
 	var del *redis.IntCmd
 	// Same hash slot, so one DEL is fine on a cluster too.

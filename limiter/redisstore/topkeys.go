@@ -68,9 +68,11 @@ type topKeys struct {
 	s       *Store
 	tracker *topk.Tracker
 	id      string // this process
-	flushMu sync.Mutex
+	// flushLock is full while a flush runs; a flush waiting for it can
+	// give up.
+	flushLock chan struct{}
 	// unsent holds the views that no flush has written yet, until one
-	// does or their slot leaves the window; guarded by flushMu.
+	// does or their slot leaves the window; guarded by flushLock.
 	unsent map[topShape]*unsentViews
 	// rejections are the rejections answered from the local cache on
 	// their way to Redis, by key; batches numbers their batches.
@@ -87,7 +89,8 @@ func (s *Store) startTopKeys(k int) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	s.top = &topKeys{s: s, tracker: topk.New(k, false), id: hex.EncodeToString(b[:]),
-		unsent: map[topShape]*unsentViews{}, rejections: map[blockedKey]rejectionBatch{}, stop: make(chan struct{}), done: make(chan struct{})}
+		flushLock: make(chan struct{}, 1), unsent: map[topShape]*unsentViews{}, rejections: map[blockedKey]rejectionBatch{},
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go s.top.loop()
 	s.startResets()
 }
@@ -105,26 +108,25 @@ func (tk *topKeys) loop() {
 		case <-tk.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), max(tk.s.timeout, time.Second))
+			ctx, cancel := context.WithTimeout(tk.s.life, tk.flushTimeout())
 			_ = tk.flush(ctx)
 			cancel()
 		}
 	}
 }
 
-// stopLoop stops the flush loop and waits until it returned.
-func (tk *topKeys) stopLoop() {
+// stopLoop stops the flush loop and waits until it returned, or ctx ended.
+func (tk *topKeys) stopLoop(ctx context.Context) {
 	tk.stopping.Do(func() { close(tk.stop) })
-	<-tk.done
+	waitDone(ctx, tk.done)
 }
 
-// close stops the flush loop after one last flush.
-func (tk *topKeys) close() {
+// close stops the flush loop and sends one last flush, waiting for the
+// loop's own no longer than ctx allows.
+func (tk *topKeys) close(ctx context.Context) {
 	tk.closing.Do(func() {
-		tk.stopLoop()
-		ctx, cancel := context.WithTimeout(context.Background(), tk.s.timeout)
+		tk.stopLoop(ctx)
 		_ = tk.flush(ctx)
-		cancel()
 	})
 }
 
@@ -138,12 +140,30 @@ func shardTag(shard int) string { return "t" + strconv.Itoa(shard) }
 func slotPart(ix int64, id string) string { return strconv.FormatInt(ix, 10) + ":" + id }
 
 // FlushKeys implements limiter.KeyFlusher: it writes what this process
-// counted since its last flush.
-func (s *Store) FlushKeys(ctx context.Context) error { return s.top.flush(ctx) }
+// counted since its last flush, within flushTimeout.
+func (s *Store) FlushKeys(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.top.flushTimeout())
+	defer cancel()
+	return s.top.flush(ctx)
+}
 
+// flushTimeout bounds a busiest-key flush of its own (one pipeline per
+// policy): the store's timeout, and at least a second.
+func (tk *topKeys) flushTimeout() time.Duration { return max(tk.s.timeout, time.Second) }
+
+// listTimeout bounds a listing as a whole (the flush before it, the reads
+// of the fleet's summaries and the peeks): five times the store's timeout.
+func (s *Store) listTimeout() time.Duration { return 5 * s.timeout }
+
+// flush writes this process's views; one runs at a time, and a flush that
+// waits for another gives up when ctx ends (its views stay unsent).
 func (tk *topKeys) flush(ctx context.Context) error {
-	tk.flushMu.Lock()
-	defer tk.flushMu.Unlock()
+	select {
+	case tk.flushLock <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("redis busiest-key flush: waiting for the flush before it: %w", ctx.Err())
+	}
+	defer func() { <-tk.flushLock }()
 	s := tk.s
 	now := s.clock().UnixNano()
 	tk.tracker.Flush(now, func(p *limiter.Policy, views []topk.SlotView) {
@@ -356,18 +376,11 @@ func (tk *topKeys) writeViews(ctx context.Context, u *unsentViews, now int64) re
 }
 
 // Keys implements limiter.Store; see topkeys.go for the layout it reads.
+// It is bounded by listTimeout.
 func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter.KeyList, error) {
-	if err := s.top.flush(ctx); err != nil {
-		return limiter.KeyList{}, fmt.Errorf("redis keys: %w", err)
-	}
-	var cands []topk.Entry
-	var active, total int64
-	err := s.guard(ctx, func() (err error) {
-		ctx, cancel := context.WithTimeout(ctx, 5*s.timeout)
-		defer cancel()
-		cands, active, total, err = s.top.candidates(ctx, p, max(limit, 2*s.top.tracker.K()))
-		return err
-	})
+	ctx, cancel := context.WithTimeout(ctx, s.listTimeout())
+	defer cancel()
+	cands, active, total, err := s.rank(ctx, p, max(limit, 2*s.top.tracker.K()))
 	if err != nil {
 		return limiter.KeyList{}, fmt.Errorf("redis keys: %w", err)
 	}
@@ -401,6 +414,19 @@ func (s *Store) Keys(ctx context.Context, p *limiter.Policy, limit int) (limiter
 	listing.Sort(out.Keys)
 	out.Keys = out.Keys[:min(len(out.Keys), limit)]
 	return out, nil
+}
+
+// rank flushes this process's views and returns the fleet's candidates
+// for a listing of p (see candidates).
+func (s *Store) rank(ctx context.Context, p *limiter.Policy, reads int) (cands []topk.Entry, active, total int64, err error) {
+	if err := s.top.flush(ctx); err != nil {
+		return nil, 0, 0, err
+	}
+	err = s.guard(ctx, func() (err error) {
+		cands, active, total, err = s.top.candidates(ctx, p, reads)
+		return err
+	})
+	return cands, active, total, err
 }
 
 // candidates returns the best reads keys of the fleet's summaries of p's
@@ -501,18 +527,11 @@ func (tk *topKeys) mergeSketches(ctx context.Context, keys []string) (int64, err
 }
 
 // RankKeys implements limiter.KeyRanker: the first round trips of a
-// listing, without the peeks.
+// listing, without the peeks, bounded by listTimeout.
 func (s *Store) RankKeys(ctx context.Context, p *limiter.Policy, n int) ([]string, error) {
-	if err := s.top.flush(ctx); err != nil {
-		return nil, fmt.Errorf("redis rank keys: %w", err)
-	}
-	var cands []topk.Entry
-	err := s.guard(ctx, func() (err error) {
-		ctx, cancel := context.WithTimeout(ctx, 5*s.timeout)
-		defer cancel()
-		cands, _, _, err = s.top.candidates(ctx, p, n)
-		return err
-	})
+	ctx, cancel := context.WithTimeout(ctx, s.listTimeout())
+	defer cancel()
+	cands, _, _, err := s.rank(ctx, p, n)
 	if err != nil {
 		return nil, fmt.Errorf("redis rank keys: %w", err)
 	}
