@@ -3,8 +3,10 @@ package topk
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -413,5 +415,68 @@ func TestObserveLockedHints(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestObserveLockedRacesForget: counting under the caller's locks while
+// Flush keeps forgetting the policy (the requests are an hour old, so each
+// Flush drops them and finds the policy idle): no data race (under -race),
+// no deadlock between the caller's locks and the tracker's, and the state
+// that comes back counts exactly.
+func TestObserveLockedRacesForget(t *testing.T) {
+	t.Parallel()
+	p := policy(t, 10*time.Second) // slots of 1s
+	locks := make([]sync.Locker, 4)
+	for i := range locks {
+		locks[i] = new(sync.Mutex)
+	}
+	tr := NewLocked(50, true, locks)
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+	var forgotten atomic.Int64
+	stop := make(chan struct{})
+	var flusher, wg sync.WaitGroup
+	flusher.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				tr.Flush(now, nil)
+				if len(*tr.policies.Load()) == 0 {
+					forgotten.Add(1)
+				}
+			}
+		}
+	})
+	for w := range 4 {
+		wg.Go(func() {
+			var hint Hint
+			key := "k" + strconv.Itoa(w)
+			h := Hash(key)
+			l := locks[h%uint64(len(locks))]
+			// Until Flush has found the policy gone 20 times (bounded,
+			// in case it never does).
+			for i := 0; forgotten.Load() < 20 && i < 1_000_000; i++ {
+				l.Lock()
+				tr.ObserveLocked(p, key, h, now-int64(time.Hour), &hint)
+				l.Unlock()
+				if i%16 == 0 {
+					runtime.Gosched() // let Flush find every stripe empty
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	flusher.Wait()
+	if forgotten.Load() == 0 {
+		t.Fatal("the policy was never forgotten: the test raced nothing")
+	}
+	for range 5 {
+		tr.ObserveHash(p, "after", Hash("after"), now)
+	}
+	tr.Flush(now, nil)
+	if cands, _, total := tr.Candidates(p, now); total != 5 || len(cands) != 1 || cands[0] != (Entry{"after", 5}) {
+		t.Fatalf("after the race: %v, total %d, want [{after 5}] and 5", cands, total)
 	}
 }
