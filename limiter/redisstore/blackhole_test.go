@@ -188,3 +188,41 @@ func TestResetWithinTimeoutOnASlowRedis(t *testing.T) {
 		t.Fatalf("Reset took %v with a %v timeout (want at most %v): %v", took, timeout, bound, err)
 	}
 }
+
+// TestClusterCallsBeforeTheSlotsAreKnown: on a cluster that has not
+// answered CLUSTER SLOTS yet, a decision still returns within about the
+// store's timeout. Finding the key's master (for its breaker) loaded the
+// slots with the caller's context, without a deadline: it waited for the
+// client's read timeout (3s by default), then the decision's own pipeline
+// tried again.
+func TestClusterCallsBeforeTheSlotsAreKnown(t *testing.T) {
+	t.Parallel()
+	const timeout = 200 * time.Millisecond
+	m := miniredis.RunT(t)
+	fp, err := faultproxy.Start(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fp.Close()
+	fp.Pause()
+	defer fp.Resume()
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{fp.Addr()}, MaxRedirects: -1, Protocol: 2, ContextTimeoutEnabled: true})
+	defer client.Close()
+	s, err := redisstore.New(client, redisstore.Options{Clock: time.Now, Timeout: timeout, NoLocalCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	p := limitertest.Policy(t, "cluster-blackhole", limiter.SlidingWindow, 100, time.Minute)
+	for i := range 3 { // under the breaker's threshold: each call goes to Redis
+		start := time.Now()
+		_, err := s.Allow(context.Background(), p, "k", 1)
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("call %d succeeded against a paused cluster", i)
+		}
+		if bound := timeout * 3 / 2; took > bound {
+			t.Fatalf("call %d took %v with a %v timeout (want at most %v): %v", i, took, timeout, bound, err)
+		}
+	}
+}

@@ -101,28 +101,44 @@ type nodeBreakers struct {
 	client    *redis.ClusterClient
 	threshold int
 	interval  time.Duration
+	timeout   time.Duration // bounds finding a master while the slots are unknown
+	located   atomic.Bool   // a master was found: the client holds the slots
 	mu        sync.RWMutex
 	byAddr    map[string]*breaker
 	fallback  *breaker // when the key's master is unknown
 }
 
-func newNodeBreakers(c *redis.ClusterClient, threshold int, interval time.Duration, fallback *breaker) *nodeBreakers {
-	return &nodeBreakers{client: c, threshold: threshold, interval: interval, byAddr: map[string]*breaker{}, fallback: fallback}
+func newNodeBreakers(c *redis.ClusterClient, threshold int, interval, timeout time.Duration, fallback *breaker) *nodeBreakers {
+	return &nodeBreakers{client: c, threshold: threshold, interval: interval, timeout: timeout, byAddr: map[string]*breaker{}, fallback: fallback}
 }
 
 // forKey returns the breaker of the master that serves key, as the
-// client's cluster state says.
-func (n *nodeBreakers) forKey(ctx context.Context, key string) *breaker {
+// client's cluster state says. When the client cannot say (it has not
+// loaded the slots, and loading them failed within the store's timeout),
+// it returns the fallback breaker and the error.
+func (n *nodeBreakers) forKey(ctx context.Context, key string) (*breaker, error) {
+	if !n.located.Load() {
+		// Until the client holds the slots, finding a master loads them,
+		// which only ctx's deadline ends (or the client's read timeout,
+		// per node). Once loaded, the client keeps them and refreshes them
+		// in the background: the lookup does not wait, and takes no timer.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, n.timeout)
+		defer cancel()
+	}
 	node, err := n.client.MasterForKey(ctx, key)
 	if err != nil {
-		return n.fallback
+		return n.fallback, err
+	}
+	if !n.located.Load() {
+		n.located.Store(true)
 	}
 	addr := node.Options().Addr
 	n.mu.RLock()
 	b := n.byAddr[addr]
 	n.mu.RUnlock()
 	if b != nil {
-		return b
+		return b, nil
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -130,7 +146,7 @@ func (n *nodeBreakers) forKey(ctx context.Context, key string) *breaker {
 		b = newBreaker(n.threshold, n.interval)
 		n.byAddr[addr] = b
 	}
-	return b
+	return b, nil
 }
 
 // anyOpen reports whether some master's breaker is open.

@@ -233,7 +233,7 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 	if o.BreakerThreshold >= 0 {
 		s.breaker = newBreaker(o.BreakerThreshold, o.BreakerInterval)
 		if cc, ok := s.client.(*redis.ClusterClient); ok {
-			s.nodes = newNodeBreakers(cc, o.BreakerThreshold, o.BreakerInterval, s.breaker)
+			s.nodes = newNodeBreakers(cc, o.BreakerThreshold, o.BreakerInterval, s.timeout, s.breaker)
 		}
 	}
 	// Two flushes in flight keep Redis busy while a pipeline is on the
@@ -461,11 +461,16 @@ func (s *Store) guard(ctx context.Context, call func() error) error {
 
 // guardKey is guard for a call on one Redis key: on a cluster it uses the
 // breaker of the master that serves the key, so a dead master fails only
-// its own keys.
+// its own keys. A cluster whose slots cannot be found fails the call at
+// once, through the store's breaker: its pipeline would wait for them
+// again.
 func (s *Store) guardKey(ctx context.Context, p *limiter.Policy, storeKey string, call func() error) error {
 	b := s.breaker
 	if s.nodes != nil {
-		b = s.nodes.forKey(ctx, s.keyName(p, storeKey))
+		var err error
+		if b, err = s.nodes.forKey(ctx, s.keyName(p, storeKey)); err != nil {
+			call = func() error { return fmt.Errorf("redis: finding the key's cluster node: %w", err) }
+		}
 	}
 	return s.guardWith(ctx, b, call)
 }
