@@ -702,6 +702,8 @@ func writeHeaders(h http.Header, p *limiter.Policy, d limiter.Decision) {
 	} else {
 		buf = make([]byte, 0, 96+2*len(p.Name))
 	}
+	// Each number and the name are formatted once; where a value repeats
+	// one, its bytes are copied.
 	buf = strconv.AppendInt(buf, d.Limit, 10)
 	e0 := len(buf)
 	buf = strconv.AppendInt(buf, d.Remaining, 10)
@@ -709,16 +711,17 @@ func writeHeaders(h http.Header, p *limiter.Policy, d limiter.Decision) {
 	buf = strconv.AppendInt(buf, resetS, 10)
 	e2 := len(buf)
 	buf = appendPolicyItem(buf, p.Name)
+	item := len(buf)
 	buf = append(buf, ";q="...)
-	buf = strconv.AppendInt(buf, d.Limit, 10)
+	buf = append(buf, buf[:e0]...)
 	buf = append(buf, ";w="...)
 	buf = strconv.AppendInt(buf, windowS, 10)
 	e3 := len(buf)
-	buf = appendPolicyItem(buf, p.Name)
+	buf = append(buf, buf[e2:item]...)
 	buf = append(buf, ";r="...)
-	buf = strconv.AppendInt(buf, d.Remaining, 10)
+	buf = append(buf, buf[e0:e1]...)
 	buf = append(buf, ";t="...)
-	buf = strconv.AppendInt(buf, resetS, 10)
+	buf = append(buf, buf[e1:e2]...)
 	var s string
 	var vals []string
 	if blk != nil && cap(buf) == len(blk.buf) {
