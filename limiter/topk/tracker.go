@@ -113,10 +113,7 @@ type policyState struct {
 
 // stripe is the part of a policy's counts guarded by one lock.
 type stripe struct {
-	slot   int64
-	end    int64 // the end of slot (ns); zero before the first request
-	sum    summary
-	sketch part // nil until the stripe's first key
+	stripeData
 	// Keep stripes, which calls under different locks write at once, on
 	// separate cache lines (and line pairs, which prefetchers fetch
 	// together), however the array is aligned.
@@ -126,11 +123,12 @@ type stripe struct {
 // stripePad rounds a stripe up to a multiple of 128 bytes.
 const stripePad = (128 - unsafe.Sizeof(stripeData{})%128) % 128
 
-// stripeData is stripe without its padding.
+// stripeData is a stripe without its padding.
 type stripeData struct {
-	slot, end int64
-	sum       summary
-	sketch    part
+	slot   int64
+	end    int64 // the end of slot (ns); zero before the first request
+	sum    summary
+	sketch part // nil until the stripe's first key
 }
 
 // ownLock is a mutex of a Tracker made with New, alone on its cache lines.
