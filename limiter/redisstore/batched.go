@@ -27,9 +27,16 @@ import (
 // (and never more than N*(Limit + Limit/Buckets)). A key a process has
 // not seen starts from an empty view until its first flush. Other
 // algorithms stay exact in batched mode.
+//
+// A flush adds a key's admissions and rejections in a numbered batch that
+// Redis applies once (addBatchOnceScript): a batch whose reply was lost (a
+// timeout after the write, a dropped connection) is sent again by the next
+// flushes until Redis confirms it, and what is admitted meanwhile waits for
+// the next batch.
 type batchedState struct {
 	mu      sync.Mutex
 	entries map[batchedKey]*batchedEntry
+	batches uint64 // the last batch number given
 }
 
 type batchedKey struct {
@@ -43,9 +50,18 @@ type batchedEntry struct {
 	p        *limiter.Policy
 	key      string          // the caller's key (for overrides)
 	global   map[int64]int64 // bucket index -> count in Redis at the last flush
-	local    map[int64]int64 // bucket index -> admitted here since the last flush
-	rejected int64           // rejections since the last flush
+	local    map[int64]int64 // bucket index -> admitted here, in no batch yet
+	rejected int64           // rejections in no batch yet
+	sending  *batch          // sent and not confirmed yet; nil when none
 	lastUsed time.Time
+}
+
+// batch is one flush's admissions and rejections of a key, sent until
+// Redis confirms it.
+type batch struct {
+	id       uint64
+	local    map[int64]int64
+	rejected int64
 }
 
 func newBatchedState() *batchedState {
@@ -76,6 +92,11 @@ func (s *Store) allowBatched(p *limiter.Policy, key string, cost int64) limiter.
 	for ix, n := range e.local {
 		buckets = append(buckets, algo.Bucket{Index: ix, Count: n})
 	}
+	if e.sending != nil {
+		for ix, n := range e.sending.local {
+			buckets = append(buckets, algo.Bucket{Index: ix, Count: n})
+		}
+	}
 	v := win.View(buckets, nowUS)
 	d := limiter.Decision{Limit: limit}
 	if win.Fits(v, limit, cost) {
@@ -102,24 +123,28 @@ func (s *Store) Flush(ctx context.Context) error {
 		return nil
 	}
 	type job struct {
-		k     batchedKey
-		p     *limiter.Policy
-		name  string
-		local map[int64]int64
-		rej   int64
-		read  *redis.MapStringStringCmd
+		k    batchedKey
+		p    *limiter.Policy
+		name string
+		b    *batch // nil: nothing to send, the view is read
+		send *redis.Cmd
+		read *redis.MapStringStringCmd
 	}
 	st := s.batched
 	now := s.clock()
 	var jobs []*job
 	st.mu.Lock()
 	for k, e := range st.entries {
-		if len(e.local) == 0 && e.rejected == 0 && now.Sub(e.lastUsed) > e.p.Window+e.p.BucketSize() {
+		if e.sending == nil && (len(e.local) > 0 || e.rejected > 0) {
+			st.batches++
+			e.sending = &batch{id: st.batches, local: e.local, rejected: e.rejected}
+			e.local, e.rejected = map[int64]int64{}, 0
+		}
+		if e.sending == nil && now.Sub(e.lastUsed) > e.p.Window+e.p.BucketSize() {
 			delete(st.entries, k) // idle: nothing to send, nothing worth keeping
 			continue
 		}
-		jobs = append(jobs, &job{k: k, p: e.p, name: s.keyName(e.p, k.key), local: e.local, rej: e.rejected})
-		e.local, e.rejected = map[int64]int64{}, 0
+		jobs = append(jobs, &job{k: k, p: e.p, name: s.keyName(e.p, k.key), b: e.sending})
 	}
 	st.mu.Unlock()
 	if len(jobs) == 0 {
@@ -129,34 +154,40 @@ func (s *Store) Flush(ctx context.Context) error {
 	defer cancel()
 	pipe := s.client.Pipeline()
 	for _, j := range jobs {
-		for ix, n := range j.local {
-			pipe.HIncrBy(ctx, j.name, strconv.FormatInt(ix, 10), n)
-		}
-		if len(j.local) > 0 {
-			stale := windowTrim(j.p, now.UnixMicro()/j.p.BucketSize().Microseconds())
-			pipe.Do(ctx, append([]any{"hdel", j.name}, stale...)...)
-			pipe.PExpire(ctx, j.name, windowTTL(j.p))
-		}
-		if j.rej > 0 {
-			pipe.IncrBy(ctx, j.name+":rej", j.rej)
-			pipe.PExpire(ctx, j.name+":rej", j.k.window)
+		if b := j.b; b != nil {
+			args := make([]any, 0, 4+2*len(b.local))
+			args = append(args, b.id, windowTTL(j.p).Milliseconds(), max(j.k.window.Milliseconds(), 1), b.rejected)
+			for ix, n := range b.local {
+				args = append(args, strconv.FormatInt(ix, 10), n)
+			}
+			j.send = addBatchOnceScript.EvalSha(ctx, pipe, []string{j.name, j.name + ":rej", j.name + ":batch:" + s.idPrefix}, args...)
+			if len(b.local) > 0 {
+				stale := windowTrim(j.p, now.UnixMicro()/j.p.BucketSize().Microseconds())
+				pipe.Do(ctx, append([]any{"hdel", j.name}, stale...)...)
+			}
 		}
 		j.read = pipe.HGetAll(ctx, j.name)
 	}
 	_, err := pipe.Exec(ctx)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	noScript := false
 	for _, j := range jobs {
 		e := st.entries[j.k]
 		if e == nil {
 			continue
 		}
-		if err != nil {
-			// Not sent: keep the admissions for the next flush.
-			for ix, n := range j.local {
-				e.local[ix] += n
+		if j.send != nil {
+			if serr := j.send.Err(); serr != nil {
+				// Kept in e.sending: the next flush sends it again.
+				noScript = noScript || redis.HasErrorPrefix(serr, "NOSCRIPT")
+				continue
 			}
-			e.rejected += j.rej
+			if e.sending == j.b {
+				e.sending = nil
+			}
+		}
+		if j.read.Err() != nil {
 			continue
 		}
 		global := map[int64]int64{}
@@ -168,6 +199,10 @@ func (s *Store) Flush(ctx context.Context) error {
 			}
 		}
 		e.global = global
+	}
+	if noScript {
+		// A restarted or new server: the next flush finds the script.
+		_ = addBatchOnceScript.Load(ctx, s.client).Err()
 	}
 	return err
 }

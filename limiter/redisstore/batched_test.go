@@ -2,10 +2,15 @@ package redisstore_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/limiter"
 	"github.com/sluice-gateway/sluice/limiter/limitertest"
@@ -104,5 +109,91 @@ func TestBatchedFleetOvershoot(t *testing.T) {
 	}
 	if u := limitertest.MustPeek(t, exact, p, "k"); int(u.Count) != admitted {
 		t.Fatalf("Redis holds %d, the processes admitted %d", u.Count, admitted)
+	}
+}
+
+// loseFlushReplies is a hook that, while on, lets a batched-mode flush's
+// pipeline (the one that reads the buckets back with HGETALL) reach Redis
+// and then fails it, as a timeout after the write or a connection lost
+// before the replies would.
+type loseFlushReplies struct{ on *atomic.Bool }
+
+func (h loseFlushReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h loseFlushReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (h loseFlushReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if h.on.Load() && slices.ContainsFunc(cmds, func(c redis.Cmder) bool { return c.Name() == "hgetall" }) {
+			lost := fmt.Errorf("reply lost: %w", io.ErrUnexpectedEOF)
+			for _, c := range cmds {
+				c.SetErr(lost)
+			}
+			return lost
+		}
+		return err
+	}
+}
+
+// TestBatchedFlushWhoseReplyIsLostCountsOnce: a batched-mode flush that
+// Redis applied but whose reply never came (a store timeout while Redis
+// stalled, a dropped connection) is sent again by the next flush, and its
+// admissions and rejections count once. Adding them again would charge
+// them twice, as a retried limiter call would.
+func TestBatchedFlushWhoseReplyIsLostCountsOnce(t *testing.T) {
+	t.Parallel()
+	m := miniredis.RunT(t)
+	m.SetTime(limitertest.Start)
+	clock := limitertest.NewClock(limitertest.Start)
+	o := redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, BatchInterval: time.Hour, Timeout: time.Second}
+	c, err := redisstore.NewClient(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var lose atomic.Bool
+	c.AddHook(loseFlushReplies{&lose})
+	s, err := redisstore.New(c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	o.BatchInterval = 0
+	exact, err := redisstore.New(nil, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exact.Close() })
+	p := limitertest.Policy(t, "lost", limiter.SlidingWindow, 10, time.Minute)
+	ctx := context.Background()
+	for range 15 {
+		limitertest.MustAllow(t, s, p, "k", 1)
+	}
+	lose.Store(true)
+	if err := s.Flush(ctx); err == nil {
+		t.Fatal("a flush whose reply was lost succeeded")
+	}
+	lose.Store(false)
+	// Admissions meanwhile go with a later batch.
+	limitertest.MustAllow(t, s, p, "k2", 1)
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if u := limitertest.MustPeek(t, exact, p, "k"); u.Count != 10 || u.Rejected != 5 {
+		t.Fatalf("after the lost reply and a flush: count %d rejected %d, want 10 and 5", u.Count, u.Rejected)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if u := limitertest.MustPeek(t, exact, p, "k"); u.Count != 10 || u.Rejected != 5 {
+		t.Fatalf("after one more flush: count %d rejected %d, want 10 and 5", u.Count, u.Rejected)
+	}
+	if u := limitertest.MustPeek(t, exact, p, "k2"); u.Count != 1 {
+		t.Fatalf("k2: count %d, want 1", u.Count)
+	}
+	// The process's own view agrees: the key is full.
+	if d := limitertest.MustAllow(t, s, p, "k", 1); d.Allowed {
+		t.Fatalf("admitted past the limit after the flushes: %+v", d)
 	}
 }

@@ -172,7 +172,7 @@ type Store struct {
 	timeout     time.Duration
 	clock       func() time.Time
 	offset      atomic.Int64 // server time minus local time, ns
-	idPrefix    string
+	idPrefix    string       // this store's random id: sliding_log members, batched mode's batch marks
 	ids         atomic.Uint64
 	top         *topKeys
 	life        context.Context // ends when Close starts: the background calls on their way give up
@@ -243,6 +243,9 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 	if !o.NoLocalCache {
 		s.blocked = newBlockedCache()
 	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s.idPrefix = hex.EncodeToString(b[:]) // before the flush loop, which reads it
 	s.batchDone = make(chan struct{})
 	if o.BatchInterval > 0 {
 		s.batched = newBatchedState()
@@ -251,9 +254,6 @@ func New(client redis.UniversalClient, o Options) (*Store, error) {
 		close(s.batchDone)
 	}
 	s.drivers = s.newDrivers()
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	s.idPrefix = hex.EncodeToString(b[:])
 	s.loadScripts()
 	if s.clock != nil {
 		close(s.done)

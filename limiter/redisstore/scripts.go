@@ -102,4 +102,24 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 1
 `)
 
-var allScripts = []*redis.Script{addRejectedOnceScript, gcraScript, logAddScript, refundWindowScript, gcraRefundScript}
+// addBatchOnceScript adds a process's batch of batched-mode admissions
+// (bucket fields and counts) and rejections to a key, once: as with
+// addRejectedOnceScript, the batch's number is remembered per process, so
+// a batch sent again after a lost reply changes nothing.
+// KEYS = {buckets, rejected, last batch of this process};
+// ARGV = {batch, buckets' ttl_ms, rejected's ttl_ms, rejected, field, count, field, count...}.
+var addBatchOnceScript = redis.NewScript(`
+if redis.call('GET', KEYS[3]) == ARGV[1] then return 0 end
+for i = 5, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+if #ARGV >= 5 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if tonumber(ARGV[4]) > 0 then
+  redis.call('INCRBY', KEYS[2], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', math.max(tonumber(ARGV[2]), tonumber(ARGV[3])))
+return 1
+`)
+
+var allScripts = []*redis.Script{addRejectedOnceScript, addBatchOnceScript, gcraScript, logAddScript, refundWindowScript, gcraRefundScript}
