@@ -21,8 +21,11 @@ import (
 const faultTimeout = 100 * time.Millisecond
 
 // margin is what a call may take beyond the store timeout on a loaded CI
-// machine.
-const margin = 150 * time.Millisecond
+// machine (150ms was missed with several race-detector suites sharing two
+// cores). These tests show that a failing Redis never hangs a call; that a
+// call is bounded by one timeout and not two is shown with tighter bounds
+// in batch_test.go.
+const margin = 300 * time.Millisecond
 
 func timedAllow(s limiter.Store, p *limiter.Policy) (limiter.Decision, time.Duration, error) {
 	start := time.Now()
