@@ -53,7 +53,8 @@ func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey stri
 	name := s.keyName(p, storeKey)
 	o := &fixedOp{key: name, field: strconv.FormatInt(start, 10), prev: strconv.FormatInt(fw.Start(start-1), 10), cost: cost,
 		ttl: time.Duration(fw.End(nowUS)-nowUS)*time.Microsecond + windowMargin}
-	if err := s.batch.do(ctx, o); err != nil {
+	since := time.Now()
+	if err := s.batch.doSince(ctx, o, since); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis fixed_window: %w", err)
 	}
 	if err := o.err(); err != nil {
@@ -63,7 +64,7 @@ func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey stri
 	if d.Allowed {
 		return d, nil
 	}
-	if err := s.takeBack(ctx, p, name, o.field, cost); err != nil {
+	if err := s.takeBack(ctx, p, name, o.field, cost, since); err != nil {
 		return d, fmt.Errorf("redis fixed_window: %w", err)
 	}
 	return d, nil
