@@ -14,7 +14,11 @@
 // window (at least a second); Flush moves the
 // stripes' counts into a Misra-Gries summary per slot (8K-1 keys) and
 // returns each changed slot's view: its keys above total/8K, and at least
-// its 100 busiest. The memory store lists from the views it keeps; the
+// its 100 busiest of the keys its summaries still hold. A full summary
+// drops every key tied at its smallest count, so a slot that saw more keys
+// than it holds, most of them once, views few or none of those (a listing
+// then shows fewer keys than asked for; the guarantee below still holds).
+// The memory store lists from the views it keeps; the
 // Redis store writes them to Redis, where every gateway's views of a slot
 // are summed.
 //
@@ -44,8 +48,9 @@ import (
 // DefaultK is the K of a Tracker made with k <= 0.
 const DefaultK = 500
 
-// Keep is how many keys a slot's view holds at least (when it has them),
-// so that a listing can fill a page with keys below the threshold.
+// Keep is how many keys a slot's view holds at least (when its summary
+// still holds them), so that a listing can fill a page with keys below the
+// threshold.
 const Keep = 100
 
 // stripeCount is the number of stripes of a Tracker made with New. (16
