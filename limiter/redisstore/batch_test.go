@@ -33,38 +33,12 @@ func (o *recordingOp) done(context.Context, *Store) {}
 // and the batcher keeps working after the server answers again.
 func TestBatcherWithdrawsQueuedCalls(t *testing.T) {
 	t.Parallel()
-	m := miniredis.RunT(t)
-	fp, err := faultproxy.Start(m.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fp.Close()
-	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ContextTimeoutEnabled: true})
-	defer client.Close()
-	s, err := New(client, Options{Clock: time.Now, Timeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	b := newBatcher(s, 1) // one flush at a time
-
-	// A warm connection, so the first op's bytes are what the proxy holds.
-	if err := b.do(context.Background(), &recordingOp{key: "warm"}); err != nil {
-		t.Fatal(err)
-	}
-	fp.Pause()
-	first := &recordingOp{key: "first"}
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- b.do(context.Background(), first) }()
-	for first.queued.Load() == 0 || fp.Held() == 0 {
-		time.Sleep(time.Millisecond) // until the first flush is on the wire
-	}
-
+	m, fp, b, first, firstDone := stuckFlush(t, redis.Options{ContextTimeoutEnabled: true}, 2*time.Second)
 	second := &recordingOp{key: "second"}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	err = b.do(ctx, second)
+	err := b.do(ctx, second)
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("the queued call returned after %v with a 50ms deadline", took)
 	}
@@ -169,32 +143,9 @@ func TestCallsBoundedByTimeoutBehindStuckFlushes(t *testing.T) {
 // nothing; the error counts as a failure of Redis for the breaker.
 func TestQueuedCallPastItsTimeIsNotSent(t *testing.T) {
 	t.Parallel()
-	m := miniredis.RunT(t)
-	fp, err := faultproxy.Start(m.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fp.Close()
-	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ReadTimeout: time.Second})
-	defer client.Close()
-	s, err := New(client, Options{Clock: time.Now, Timeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	b := newBatcher(s, 1) // one flush at a time
-	if err := b.do(context.Background(), &recordingOp{key: "warm"}); err != nil {
-		t.Fatal(err)
-	}
-	fp.Pause()
-	first := &recordingOp{key: "first"}
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- b.do(context.Background(), first) }()
-	for first.queued.Load() == 0 || fp.Held() == 0 {
-		time.Sleep(time.Millisecond) // until the first flush is on the wire
-	}
+	m, fp, b, _, firstDone := stuckFlush(t, redis.Options{ReadTimeout: time.Second}, 200*time.Millisecond)
 	late := &recordingOp{key: "late"}
-	err = b.do(context.Background(), late)
+	err := b.do(context.Background(), late)
 	if !errors.Is(err, errQueueTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("the call queued past its time: %v, want errQueueTimeout", err)
 	}
@@ -218,4 +169,40 @@ func TestQueuedCallPastItsTimeIsNotSent(t *testing.T) {
 	if err := b.do(context.Background(), after); err != nil || after.incr.Val() != 1 {
 		t.Fatalf("after the expiry: %v, %d", err, after.incr.Val())
 	}
+}
+
+// stuckFlush starts a miniredis behind a fault proxy, a store on a client
+// with opts (its address, retries and protocol set here) and the store
+// timeout, and a batcher of one flush at a time whose flush of the op
+// first is on the wire to a paused proxy; firstDone gets that call's error.
+// Everything is closed when the test ends.
+func stuckFlush(t *testing.T, opts redis.Options, timeout time.Duration) (m *miniredis.Miniredis, fp *faultproxy.Proxy, b *batcher, first *recordingOp, firstDone chan error) {
+	t.Helper()
+	m = miniredis.RunT(t)
+	fp, err := faultproxy.Start(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fp.Close)
+	opts.Addr, opts.MaxRetries, opts.Protocol = fp.Addr(), -1, 2
+	client := redis.NewClient(&opts)
+	t.Cleanup(func() { client.Close() })
+	s, err := New(client, Options{Clock: time.Now, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	b = newBatcher(s, 1) // one flush at a time
+	// A warm connection, so the first op's bytes are what the proxy holds.
+	if err := b.do(context.Background(), &recordingOp{key: "warm"}); err != nil {
+		t.Fatal(err)
+	}
+	fp.Pause()
+	first = &recordingOp{key: "first"}
+	firstDone = make(chan error, 1)
+	go func() { firstDone <- b.do(context.Background(), first) }()
+	for first.queued.Load() == 0 || fp.Held() == 0 {
+		time.Sleep(time.Millisecond) // until the first flush is on the wire
+	}
+	return m, fp, b, first, firstDone
 }

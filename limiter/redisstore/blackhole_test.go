@@ -39,14 +39,7 @@ func TestCloseOnABlackholedRedis(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			m := miniredis.RunT(t)
-			fp, err := faultproxy.Start(m.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fp.Close()
-			client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ContextTimeoutEnabled: true})
-			defer client.Close()
+			fp, client := slowRedis(t)
 			o := tc.opts
 			o.Timeout, o.BreakerThreshold = timeout, -1
 			if o.Clock == nil {
@@ -87,14 +80,7 @@ func TestCloseOnABlackholedRedis(t *testing.T) {
 func TestCallsOnABlackholedRedis(t *testing.T) {
 	t.Parallel()
 	const timeout = 200 * time.Millisecond
-	m := miniredis.RunT(t)
-	fp, err := faultproxy.Start(m.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fp.Close()
-	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ContextTimeoutEnabled: true})
-	defer client.Close()
+	fp, client := slowRedis(t)
 	s, err := redisstore.New(client, redisstore.Options{Clock: time.Now, Timeout: timeout, BreakerThreshold: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -162,14 +148,7 @@ func TestCallsOnABlackholedRedis(t *testing.T) {
 func TestResetWithinTimeoutOnASlowRedis(t *testing.T) {
 	t.Parallel()
 	const timeout = time.Second
-	m := miniredis.RunT(t)
-	fp, err := faultproxy.Start(m.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fp.Close()
-	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ContextTimeoutEnabled: true})
-	defer client.Close()
+	fp, client := slowRedis(t)
 	s, err := redisstore.New(client, redisstore.Options{Clock: time.Now, Timeout: timeout, BreakerThreshold: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -238,14 +217,7 @@ func TestRejectionWithinTimeoutOnASlowRedis(t *testing.T) {
 	for _, alg := range []limiter.Algorithm{limiter.SlidingWindow, limiter.FixedWindow, limiter.SlidingLog} {
 		t.Run(string(alg), func(t *testing.T) {
 			t.Parallel()
-			m := miniredis.RunT(t)
-			fp, err := faultproxy.Start(m.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fp.Close()
-			client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ContextTimeoutEnabled: true})
-			defer client.Close()
+			fp, client := slowRedis(t)
 			s, err := redisstore.New(client, redisstore.Options{Clock: time.Now, Timeout: timeout, BreakerThreshold: -1})
 			if err != nil {
 				t.Fatal(err)
@@ -265,4 +237,21 @@ func TestRejectionWithinTimeoutOnASlowRedis(t *testing.T) {
 			}
 		})
 	}
+}
+
+// slowRedis starts a miniredis behind a fault proxy and returns the proxy
+// and a client of it that bounds calls by their contexts only (its read
+// timeout is go-redis's default, 3s), as the store asks of a client it is
+// given; both are closed when the test ends.
+func slowRedis(t *testing.T) (*faultproxy.Proxy, *redis.Client) {
+	t.Helper()
+	m := miniredis.RunT(t)
+	fp, err := faultproxy.Start(m.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fp.Close)
+	client := redis.NewClient(&redis.Options{Addr: fp.Addr(), MaxRetries: -1, Protocol: 2, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { client.Close() })
+	return fp, client
 }
