@@ -255,39 +255,3 @@ func slowRedis(t *testing.T) (*faultproxy.Proxy, *redis.Client) {
 	t.Cleanup(func() { client.Close() })
 	return fp, client
 }
-
-// TestCachedRejectionsWithinTimeoutOnASlowRedis: the first decision in
-// Redis for a key whose cached rejection ran out sends the rejections the
-// cache answered meanwhile, and on a slow Redis still returns within about
-// the store timeout: that write had a timeout of its own (1.4s against a
-// 1s timeout here).
-func TestCachedRejectionsWithinTimeoutOnASlowRedis(t *testing.T) {
-	t.Parallel()
-	const timeout = time.Second
-	fp, client := slowRedis(t)
-	clock := limitertest.NewClock(time.Now())
-	s, err := redisstore.New(client, redisstore.Options{Clock: clock.Now, Timeout: timeout, BreakerThreshold: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.StopKeyFlushLoop() // the rejections stay in the cache until the decision below
-	p := limitertest.Policy(t, "slow-cached", limiter.SlidingWindow, 1, time.Minute)
-	limitertest.MustAllow(t, s, p, "k", 1)
-	for range 3 { // one rejection from Redis, then two from the cache
-		if d, err := s.Allow(context.Background(), p, "k", 1); err != nil || d.Allowed {
-			t.Fatalf("over the limit: %+v %v", d, err)
-		}
-	}
-	clock.Advance(2 * time.Minute)        // the cached rejection and the window are over
-	fp.SetLatency(350 * time.Millisecond) // each way: 700ms a round trip
-	defer fp.SetLatency(0)
-	start := time.Now()
-	d, err := s.Allow(context.Background(), p, "k", 1)
-	if took, bound := time.Since(start), timeout*5/4; took > bound {
-		t.Fatalf("the decision took %v with a %v timeout (want at most %v): %+v %v", took, timeout, bound, d, err)
-	}
-	if err != nil || !d.Allowed {
-		t.Fatalf("after the window: %+v %v", d, err)
-	}
-}

@@ -536,13 +536,12 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 		return dr.local(p, key, cost), nil
 	}
 	var bk blockedKey
-	var localNow, since time.Time
+	var localNow time.Time
 	if s.blocked != nil {
 		bk, localNow = blockedKeyOf(p, limiter.StoreKey(key)), s.clock()
 		if d, ok := s.blocked.check(bk, localNow, p.LimitFor(key)); ok {
 			return d, nil
 		}
-		since = time.Now() // addRejected's time runs from here
 	}
 	var d limiter.Decision
 	err := s.guardKey(ctx, p, limiter.StoreKey(key), func() (err error) {
@@ -552,7 +551,7 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 	s.noteOutcome(err)
 	if s.blocked != nil && err == nil {
 		if n := s.blocked.take(bk); n > 0 {
-			s.addRejected(ctx, p, bk.key, n, since)
+			s.addRejected(ctx, p, bk.key, n)
 		}
 		// A rejection of one unit says when anything can pass again; a
 		// larger cost's retry-after says nothing about smaller ones.
@@ -564,15 +563,13 @@ func (s *Store) Allow(ctx context.Context, p *limiter.Policy, key string, cost i
 }
 
 // addRejected counts rejections that the local cache answered, best effort
-// (the count is informational), even when the caller has gone, within the
-// store timeout of the decision that found them, made at since: on a slow
-// Redis the count is lost rather than the decision taking two timeouts.
-func (s *Store) addRejected(ctx context.Context, p *limiter.Policy, storeKey string, n int64, since time.Time) {
+// (the count is informational), even when the caller has gone.
+func (s *Store) addRejected(ctx context.Context, p *limiter.Policy, storeKey string, n int64) {
 	name := s.keyName(p, storeKey) + ":rej"
-	_ = s.batch.doSince(context.WithoutCancel(ctx), &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
+	_ = s.batch.do(context.WithoutCancel(ctx), &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
 		pipe.IncrBy(ctx, name, n)
 		pipe.PExpire(ctx, name, p.Window)
-	}}, since)
+	}})
 }
 
 // Refund implements limiter.Store.
