@@ -174,19 +174,11 @@ func (b *batcher) close() {
 // do runs o in some pipeline and returns nil when
 // its replies are in, or the context's error when ctx ended first.
 func (b *batcher) do(ctx context.Context, o op) error {
-	return b.doSince(ctx, o, time.Now())
-}
-
-// doSince is do for a call that belongs to a store call made at since:
-// its time (the store timeout) runs from since, so that a store call's
-// second round trip (a rejection's take-back) gets only what the first
-// left of it.
-func (b *batcher) doSince(ctx context.Context, o op, since time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	p := b.pool.Get().(*pending)
-	p.op, p.ctx, p.at, p.err = o, ctx, since, nil
+	p.op, p.ctx, p.at, p.err = o, ctx, time.Now(), nil
 	p.state.Store(queued)
 	b.mu.Lock()
 	b.queue = append(b.queue, p)

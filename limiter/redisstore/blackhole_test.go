@@ -206,39 +206,6 @@ func TestClusterCallsBeforeTheSlotsAreKnown(t *testing.T) {
 	}
 }
 
-// TestRejectionWithinTimeoutOnASlowRedis: a rejected decision takes two
-// round trips (the charge, then its take-back); on a Redis slow enough for
-// one round trip to fit in the store timeout and two not, the rejection
-// still returns within about one timeout. The take-back had a timeout of
-// its own: 1.4s against a 1s timeout here.
-func TestRejectionWithinTimeoutOnASlowRedis(t *testing.T) {
-	t.Parallel()
-	const timeout = time.Second
-	for _, alg := range []limiter.Algorithm{limiter.SlidingWindow, limiter.FixedWindow, limiter.SlidingLog} {
-		t.Run(string(alg), func(t *testing.T) {
-			t.Parallel()
-			fp, client := slowRedis(t)
-			s, err := redisstore.New(client, redisstore.Options{Clock: time.Now, Timeout: timeout, BreakerThreshold: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			p := limitertest.Policy(t, "slow-reject", alg, 1, time.Minute)
-			limitertest.MustAllow(t, s, p, "k", 1)
-			fp.SetLatency(350 * time.Millisecond) // each way: 700ms a round trip
-			defer fp.SetLatency(0)
-			start := time.Now()
-			d, err := s.Allow(context.Background(), p, "k", 1)
-			if took, bound := time.Since(start), timeout*5/4; took > bound {
-				t.Fatalf("a rejection took %v with a %v timeout (want at most %v): %+v %v", took, timeout, bound, d, err)
-			}
-			if err == nil && d.Allowed {
-				t.Fatalf("the second request was admitted with a limit of 1: %+v", d)
-			}
-		})
-	}
-}
-
 // slowRedis starts a miniredis behind a fault proxy and returns the proxy
 // and a client of it that bounds calls by their contexts only (its read
 // timeout is go-redis's default, 3s), as the store asks of a client it is

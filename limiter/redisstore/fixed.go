@@ -53,8 +53,7 @@ func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey stri
 	name := s.keyName(p, storeKey)
 	o := &fixedOp{key: name, field: strconv.FormatInt(start, 10), prev: strconv.FormatInt(fw.Start(start-1), 10), cost: cost,
 		ttl: time.Duration(fw.End(nowUS)-nowUS)*time.Microsecond + windowMargin}
-	since := time.Now()
-	if err := s.batch.doSince(ctx, o, since); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis fixed_window: %w", err)
 	}
 	if err := o.err(); err != nil {
@@ -64,7 +63,7 @@ func (s *Store) allowFixed(ctx context.Context, p *limiter.Policy, storeKey stri
 	if d.Allowed {
 		return d, nil
 	}
-	if err := s.takeBack(ctx, p, name, o.field, cost, since); err != nil {
+	if err := s.takeBack(ctx, p, name, o.field, cost); err != nil {
 		return d, fmt.Errorf("redis fixed_window: %w", err)
 	}
 	return d, nil

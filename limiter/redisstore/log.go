@@ -48,8 +48,7 @@ func (s *Store) allowLog(ctx context.Context, p *limiter.Policy, storeKey string
 		args = append(args, m)
 	}
 	o := &scriptOp{c: call{logAddScript, []string{name}, args}}
-	since := time.Now()
-	if err := s.batch.doSince(ctx, o, since); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_log: %w", err)
 	}
 	if o.err != nil {
@@ -67,8 +66,7 @@ func (s *Store) allowLog(ctx context.Context, p *limiter.Policy, storeKey string
 		lg.Fill(&d, before+cost, nowUS, nowUS, limit)
 		return d, nil
 	}
-	// The take-back goes even when the caller has gone, within the
-	// decision's store timeout (see takeBack).
+	// The take-back goes even when the caller has gone.
 	need := before + cost - limit // units that must leave the window first
 	var rem *redis.IntCmd
 	var nth, newest *redis.ZSliceCmd
@@ -85,7 +83,7 @@ func (s *Store) allowLog(ctx context.Context, p *limiter.Policy, storeKey string
 		}
 		newest = pipe.ZRangeWithScores(ctx, name, -1, -1)
 	}}
-	err := s.batch.doSince(context.WithoutCancel(ctx), tb, since)
+	err := s.batch.do(context.WithoutCancel(ctx), tb)
 	if err == nil {
 		err = rem.Err()
 	}

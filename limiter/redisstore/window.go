@@ -137,8 +137,7 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	name := s.keyName(p, storeKey)
 	k := int64(p.Buckets)
 	o := &windowOp{key: name, field: bucketField(c), cost: cost, ttl: windowTTL(p)}
-	since := time.Now()
-	if err := s.batch.doSince(ctx, o, since); err != nil {
+	if err := s.batch.do(ctx, o); err != nil {
 		return limiter.Decision{}, fmt.Errorf("redis sliding_window: %w", err)
 	}
 	if err := o.err(); err != nil {
@@ -184,7 +183,7 @@ func (s *Store) allowWindow(ctx context.Context, p *limiter.Policy, storeKey str
 	}
 	d.RetryAfter = win.RetryAfter(buckets, nowUS, limit, cost)
 	win.Fill(&d, v, nowUS, limit)
-	if err := s.takeBack(ctx, p, name, o.field, cost, since); err != nil {
+	if err := s.takeBack(ctx, p, name, o.field, cost); err != nil {
 		return d, fmt.Errorf("redis sliding_window: %w", err)
 	}
 	return d, nil
@@ -252,17 +251,15 @@ func (s *Store) trimWindow(name string, stale []any) {
 // takeBack undoes the charge of a rejected request on a counter kept in a
 // hash field (sliding_window's bucket, fixed_window's window) and counts the
 // rejection: the second round trip of a rejected request. It goes even when
-// the caller has gone, since the units must not stay charged, and within
-// the store timeout of the decision, made at since: a rejection on a slow
-// Redis takes one timeout, not two.
-func (s *Store) takeBack(ctx context.Context, p *limiter.Policy, name, field string, cost int64, since time.Time) error {
+// the caller has gone, since the units must not stay charged.
+func (s *Store) takeBack(ctx context.Context, p *limiter.Policy, name, field string, cost int64) error {
 	var back *redis.IntCmd
 	tb := &cmdsOp{fn: func(ctx context.Context, pipe redis.Pipeliner) {
 		back = pipe.HIncrBy(ctx, name, field, -cost)
 		pipe.Incr(ctx, name+":rej")
 		pipe.PExpire(ctx, name+":rej", p.Window)
 	}}
-	err := s.batch.doSince(context.WithoutCancel(ctx), tb, since)
+	err := s.batch.do(context.WithoutCancel(ctx), tb)
 	if err == nil {
 		err = back.Err()
 	}
