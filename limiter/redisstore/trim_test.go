@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/sluice-gateway/sluice/limiter"
@@ -61,22 +60,8 @@ func TestTrimRefusedIsReported(t *testing.T) {
 // first trim, so they are not read by every decision for ever.
 func TestTrimDeletesFieldsThatAreNotBuckets(t *testing.T) {
 	t.Parallel()
-	m := miniredis.RunT(t)
-	m.SetTime(limitertest.Start)
-	clock := limitertest.NewClock(limitertest.Start)
-	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, Prefix: "junk:", Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	p := limitertest.Policy(t, "junk", limiter.SlidingWindow, 10, time.Second)
-	limitertest.MustAllow(t, s, p, "k", 1)
-	var hash string
-	for _, k := range m.Keys() {
-		if !strings.HasSuffix(k, ":rej") {
-			hash = k
-		}
-	}
+	w := newMiniWindow(t, "junk:", 10, redisstore.Options{})
+	m, s, clock, p, hash := w.m, w.s, w.clock, w.p, w.hash
 	c := clock.Now().UnixMicro() / p.BucketSize().Microseconds()
 	for i := range 300 {
 		m.HSet(hash, "junk"+strconv.Itoa(i), "1")

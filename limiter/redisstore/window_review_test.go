@@ -18,21 +18,8 @@ import (
 // TestWindowCloseDuringTrims: Close while decisions that trim run.
 func TestWindowCloseDuringTrims(t *testing.T) {
 	for range 20 {
-		m := miniredis.RunT(t)
-		clock := limitertest.NewClock(limitertest.Start)
-		m.SetTime(limitertest.Start)
-		s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, Prefix: "cl:", Timeout: time.Second, NoLocalCache: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := limitertest.Policy(t, "cl", limiter.SlidingWindow, 1_000_000, time.Second)
-		limitertest.MustAllow(t, s, p, "k", 1)
-		var hash string
-		for _, k := range m.Keys() {
-			if !strings.HasSuffix(k, ":rej") {
-				hash = k
-			}
-		}
+		w := newMiniWindow(t, "cl:", 1_000_000, redisstore.Options{NoLocalCache: true})
+		m, s, clock, p, hash := w.m, w.s, w.clock, w.p, w.hash
 		c := clock.Now().UnixMicro() / p.BucketSize().Microseconds()
 		for i := range 100 {
 			m.HSet(hash, strconv.FormatInt(c-100-int64(i), 10), "1")
@@ -60,23 +47,8 @@ func TestWindowCloseDuringTrims(t *testing.T) {
 // clock that stepped forward then back, or a hand-made field) locks the
 // key out for as long as it stays ahead; the old HMGET c-k..c+1 ignored it.
 func TestWindowIgnoresFieldsFarAhead(t *testing.T) {
-	m := miniredis.RunT(t)
-	m.SetTime(limitertest.Start)
-	clock := limitertest.NewClock(limitertest.Start)
-	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, Prefix: "fut:", Timeout: 5 * time.Second, NoLocalCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p := limitertest.Policy(t, "fut", limiter.SlidingWindow, 10, time.Second)
-	limitertest.MustAllow(t, s, p, "k", 1)
-	keys := m.Keys()
-	var hash string
-	for _, k := range keys {
-		if strings.HasPrefix(k, "fut:sw:") && !strings.HasSuffix(k, ":rej") {
-			hash = k
-		}
-	}
+	w := newMiniWindow(t, "fut:", 10, redisstore.Options{NoLocalCache: true})
+	m, s, clock, p, hash := w.m, w.s, w.clock, w.p, w.hash
 	c := clock.Now().UnixMicro() / p.BucketSize().Microseconds()
 	// An hour of 100ms buckets ahead.
 	m.HSet(hash, strconv.FormatInt(c+36000, 10), "10")
@@ -90,26 +62,51 @@ func TestWindowIgnoresFieldsFarAhead(t *testing.T) {
 
 // TestWindowHugeCounts: buckets whose sum overflows int64 must not admit.
 func TestWindowHugeCounts(t *testing.T) {
-	m := miniredis.RunT(t)
-	m.SetTime(limitertest.Start)
-	clock := limitertest.NewClock(limitertest.Start)
-	s, err := redisstore.New(nil, redisstore.Options{Addrs: []string{m.Addr()}, Clock: clock.Now, Prefix: "huge:", Timeout: 5 * time.Second, NoLocalCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	p := limitertest.Policy(t, "huge", limiter.SlidingWindow, 10, time.Second)
-	limitertest.MustAllow(t, s, p, "k", 1)
-	var hash string
-	for _, k := range m.Keys() {
-		if strings.HasPrefix(k, "huge:sw:") && !strings.HasSuffix(k, ":rej") {
-			hash = k
-		}
-	}
+	w := newMiniWindow(t, "huge:", 10, redisstore.Options{NoLocalCache: true})
+	m, s, clock, p, hash := w.m, w.s, w.clock, w.p, w.hash
 	c := clock.Now().UnixMicro() / p.BucketSize().Microseconds()
 	m.HSet(hash, strconv.FormatInt(c-1, 10), strconv.FormatInt(1<<62, 10))
 	m.HSet(hash, strconv.FormatInt(c-2, 10), strconv.FormatInt(1<<62, 10))
 	if d := limitertest.MustAllow(t, s, p, "k", 1); d.Allowed {
 		t.Fatalf("2^63 units in the window: admitted (count %d)", d.Count)
 	}
+}
+
+// miniWindow is a sliding_window key on a miniredis whose clock and the
+// store's both start at limitertest.Start: the key "k" of policy p took one
+// request, and hash is its Redis hash.
+type miniWindow struct {
+	m     *miniredis.Miniredis
+	s     *redisstore.Store
+	clock *limitertest.Clock
+	p     *limiter.Policy
+	hash  string
+}
+
+// newMiniWindow makes a miniWindow whose store has opts (its address,
+// clock, prefix and timeout set here) and whose policy, named after the
+// prefix, admits limit requests a second. The store is closed when the
+// test ends (closing it earlier is fine).
+func newMiniWindow(t *testing.T, prefix string, limit int64, opts redisstore.Options) miniWindow {
+	t.Helper()
+	w := miniWindow{m: miniredis.RunT(t), clock: limitertest.NewClock(limitertest.Start)}
+	w.m.SetTime(limitertest.Start)
+	opts.Addrs, opts.Clock, opts.Prefix, opts.Timeout = []string{w.m.Addr()}, w.clock.Now, prefix, 5*time.Second
+	s, err := redisstore.New(nil, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	w.s = s
+	w.p = limitertest.Policy(t, strings.TrimSuffix(prefix, ":"), limiter.SlidingWindow, limit, time.Second)
+	limitertest.MustAllow(t, s, w.p, "k", 1)
+	for _, k := range w.m.Keys() {
+		if strings.HasPrefix(k, prefix+"sw:") && !strings.Contains(k, ":rej") {
+			w.hash = k
+		}
+	}
+	if w.hash == "" {
+		t.Fatalf("no sliding_window hash among %q", w.m.Keys())
+	}
+	return w
 }
