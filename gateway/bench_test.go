@@ -135,13 +135,29 @@ func readHopMessage(br *bufio.Reader) (string, error) {
 // rawHopUpstream answers every request on its connections with a fixed
 // 24-byte response, and returns its address.
 func rawHopUpstream(b *testing.B) string {
-	b.Helper()
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n\r\nhello from the upstream\n")
+	return rawUpstream(b, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := readHopMessage(br); err != nil {
+				return
+			}
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// rawUpstream listens on loopback and serves each connection with serve
+// (which reads through br), closing it when serve returns, until the test
+// ends; it returns the address.
+func rawUpstream(tb testing.TB, serve func(c net.Conn, br *bufio.Reader)) string {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { ln.Close() })
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 24\r\n\r\nhello from the upstream\n")
+	tb.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -150,15 +166,7 @@ func rawHopUpstream(b *testing.B) string {
 			}
 			go func() {
 				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					if _, err := readHopMessage(br); err != nil {
-						return
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
+				serve(c, bufio.NewReader(c))
 			}()
 		}
 	}()

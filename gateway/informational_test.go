@@ -97,45 +97,19 @@ func TestInformationalKeepsTheFinalHead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			forEachTransport(t, func(t *testing.T, transport string) {
 				var withHint atomic.Bool
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { ln.Close() })
-				go func() {
+				addr := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
 					for {
-						c, err := ln.Accept()
-						if err != nil {
-							return
+						if l, err := br.ReadString('\n'); err != nil || l == "\r\n" {
+							break
 						}
-						go func() {
-							defer c.Close()
-							br := bufio.NewReader(c)
-							for {
-								if l, err := br.ReadString('\n'); err != nil || l == "\r\n" {
-									break
-								}
-							}
-							if withHint.Load() {
-								_, _ = io.WriteString(c, hint)
-							}
-							_, _ = io.WriteString(c, tc.final)
-							_, _ = io.Copy(io.Discard, br) // until the client closes
-						}()
 					}
-				}()
-				h := startGateway(t, withTransport(transport, fmt.Sprintf(`
-listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0", token: "secret" }
-log: { access: false }
-policies:
-  per-ip: { limit: 10, window: 1m }
-routes:
-  - name: all
-    match: { path_prefix: / }
-    upstream: { url: "http://%s" }
-    policies: [per-ip]
-`, ln.Addr())))
+					if withHint.Load() {
+						_, _ = io.WriteString(c, hint)
+					}
+					_, _ = io.WriteString(c, tc.final)
+					_, _ = io.Copy(io.Discard, br) // until the client closes
+				})
+				h := startGateway(t, withTransport(transport, rawUpstreamConfig(addr, 10)))
 				// finalHead sends req and returns the final answer's head,
 				// without its Date and with the remaining count blanked.
 				finalHead := func() string {
@@ -181,52 +155,26 @@ routes:
 // that -race reports, and bytes that may interleave).
 func TestInformationalWithExpectContinue(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, transport string) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
+		addr := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
 			for {
-				c, err := ln.Accept()
-				if err != nil {
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if l == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+				body := make([]byte, 5)
+				if _, err := io.ReadFull(br, body); err != nil {
 					return
 				}
-				go func() {
-					defer c.Close()
-					br := bufio.NewReader(c)
-					for {
-						for {
-							l, err := br.ReadString('\n')
-							if err != nil {
-								return
-							}
-							if l == "\r\n" {
-								break
-							}
-						}
-						_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
-						body := make([]byte, 5)
-						if _, err := io.ReadFull(br, body); err != nil {
-							return
-						}
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+string(body))
-					}
-				}()
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"+string(body))
 			}
-		}()
-		h := startGateway(t, withTransport(transport, fmt.Sprintf(`
-listen: "127.0.0.1:0"
-admin: { listen: "127.0.0.1:0", token: "secret" }
-log: { access: false }
-policies:
-  per-ip: { limit: 1000, window: 1m }
-routes:
-  - name: all
-    match: { path_prefix: / }
-    upstream: { url: "http://%s" }
-    policies: [per-ip]
-`, ln.Addr())))
+		})
+		h := startGateway(t, withTransport(transport, rawUpstreamConfig(addr, 1000)))
 		for i := range 50 {
 			c, err := net.Dial("tcp", strings.TrimPrefix(h.proxy, "http://"))
 			if err != nil {
@@ -246,4 +194,21 @@ routes:
 			}
 		}
 	})
+}
+
+// rawUpstreamConfig is a gateway config that proxies every path to the
+// upstream at addr, under a per-IP limit a minute.
+func rawUpstreamConfig(addr string, limit int) string {
+	return fmt.Sprintf(`
+listen: "127.0.0.1:0"
+admin: { listen: "127.0.0.1:0", token: "secret" }
+log: { access: false }
+policies:
+  per-ip: { limit: %d, window: 1m }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: { url: "http://%s" }
+    policies: [per-ip]
+`, limit, addr)
 }
