@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/sluice-gateway/sluice/gateway/internal/upstream"
 )
 
@@ -122,7 +124,7 @@ func (p *directProxy) serve(w *informational, req *http.Request) {
 		}
 	}
 	removeConnectionHeaders(h, req.Header["Connection"])
-	if hasToken(req.Header["Te"], "trailers") {
+	if httpguts.HeaderValuesContainsToken(req.Header["Te"], "trailers") {
 		// Tell the upstream that trailers get through (ReverseProxy's
 		// issue 21096).
 		h["Te"] = []string{"trailers"}
@@ -248,17 +250,4 @@ func removeConnectionHeaders(h http.Header, conn []string) {
 			}
 		}
 	}
-}
-
-// hasToken reports whether the comma-separated values hold token, in any
-// case.
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(tok), token) {
-				return true
-			}
-		}
-	}
-	return false
 }

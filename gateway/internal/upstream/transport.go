@@ -24,11 +24,12 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Defaults for the zero values of Transport's fields.
@@ -186,7 +187,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, req *http.Request, tr
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	out, wait := req, (*continueWait)(nil)
-	if hasBody && hasToken(req.Header["Expect"], "100-continue") {
+	if hasBody && httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
 		wait = &continueWait{t: t, c: c, req: req, trace: trace, rc: req.Body}
 		withWait := *req
 		withWait.Body = wait
@@ -842,17 +843,6 @@ func isIdempotent(req *http.Request) bool {
 	_, a := req.Header["Idempotency-Key"]
 	_, b := req.Header["X-Idempotency-Key"]
 	return a || b
-}
-
-func hasToken(values []string, token string) bool {
-	for _, v := range values {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func canonicalAddr(u *url.URL) string {
